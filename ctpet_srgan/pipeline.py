@@ -1,0 +1,132 @@
+"""tf.data input pipeline: TFRecord shards -> aligned LR/HR patches, augmented, batched, prefetched.
+
+Elements are dicts {'lr_pet', 'lr_ct', 'hr_pet', 'hr_ct'} of float32 [B, h, w, 1] (LR) and
+[B, h*s, w*s, 1] (HR) in normalised units (see normalization.py; constants from manifest.json).
+Random crops and flips/rotations are stateless functions of (seed, element index), so a training run's
+data order is a pure function of its seed: `skip(n)` reproduces an interrupted run exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tensorflow as tf
+
+from ctpet_srgan import records
+from ctpet_srgan.normalization import Normalization
+
+IMAGE_KEYS = ("lr_pet", "lr_ct", "hr_pet", "hr_ct")
+META_KEYS = ("study", "slice_index", "hr_affine", "has_truth")
+
+
+def normalize(ex: dict, norm: Normalization) -> dict:
+    """Physical units (HU, SUV) -> network units, for the four images of an example."""
+    out = dict(ex)
+    for k in ("lr_ct", "hr_ct"):
+        out[k] = norm.ct_to_norm(ex[k], clip_fn=tf.clip_by_value)
+    for k in ("lr_pet", "hr_pet"):
+        out[k] = norm.pet_to_norm(ex[k])
+    return out
+
+
+def random_patch(ex: dict, scale: int, patch_size: int, seed: tf.Tensor) -> dict:
+    """Crops an aligned LR patch (patch_size^2) and HR patch ((patch_size*scale)^2), then applies one
+    of the 8 flips/rotations, all drawn from the stateless `seed` (shape [2], int64)."""
+    h = tf.shape(ex["lr_pet"])[0]
+    w = tf.shape(ex["lr_pet"])[1]
+    tf.debugging.assert_greater_equal(
+        tf.minimum(h, w), patch_size, message=f"a slice is smaller than the LR patch size {patch_size}"
+    )
+    r = tf.random.stateless_uniform([4], seed=seed, minval=0, maxval=2**30, dtype=tf.int32)
+    y = r[0] % (h - patch_size + 1)
+    x = r[1] % (w - patch_size + 1)
+    hp = patch_size * scale
+    out = {}
+    for k in IMAGE_KEYS:
+        if k.startswith("lr"):
+            img = ex[k][y : y + patch_size, x : x + patch_size, :]
+            size = patch_size
+        else:
+            img = ex[k][y * scale : y * scale + hp, x * scale : x * scale + hp, :]
+            size = hp
+        img = tf.image.rot90(img, k=r[2] % 4)
+        img = tf.cond(r[3] % 2 == 1, lambda: tf.image.flip_left_right(img), lambda: img)
+        out[k] = tf.ensure_shape(img, [size, size, 1])
+    return out
+
+
+def make_dataset(
+    data_dir: str | Path,
+    split: str,
+    *,
+    batch_size: int,
+    patch_size: int | None = None,
+    training: bool = False,
+    seed: int | None = None,
+    deterministic: bool = False,
+    repeat: bool = False,
+    include_meta: bool = False,
+    cache: bool = False,
+    shuffle_buffer: int = 512,
+) -> tf.data.Dataset:
+    """Builds the dataset of `split` ("train", "val" or "test") of a prepared set.
+
+    training: shuffle (seeded), random aligned patches of `patch_size` LR pixels, flips/rotations, and
+    drop_remainder batches (what tf.distribute wants). Otherwise whole slices in file order
+    (`include_meta` adds study, slice_index, hr_affine and has_truth). `deterministic` fixes the
+    element order even with parallel reads/maps (slower); `cache` keeps parsed slices in memory.
+    """
+    manifest = records.read_manifest(data_dir)
+    files = records.shard_paths(data_dir, manifest, split)
+    norm = Normalization.from_dict(manifest["normalization"])
+    scale = int(manifest["scale"])
+    compression = manifest.get("compression") or None
+    if training and not patch_size:
+        raise ValueError("make_dataset(training=True) needs a patch_size (LR pixels)")
+    seed = 0 if seed is None else int(seed)
+
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic or not training)
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
+        cycle_length=min(len(files), 4),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=options.deterministic,
+    )
+    ds = ds.map(records.parse_example, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda ex: normalize(ex, norm), num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    if training:
+        ds = ds.enumerate()
+        ds = ds.map(
+            lambda i, ex: random_patch(ex, scale, patch_size, tf.stack([tf.cast(seed, tf.int64), i])),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    else:
+        keys = IMAGE_KEYS + (META_KEYS if include_meta else ())
+        ds = ds.map(lambda ex: {k: ex[k] for k in keys})
+    ds = ds.batch(batch_size, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(options)
+
+
+def dataset_info(data_dir: str | Path) -> dict:
+    """What a trainer needs from the manifest: scale, normalisation, spacings, example counts."""
+    m = records.read_manifest(data_dir)
+    return {
+        "scale": int(m["scale"]),
+        "normalization": Normalization.from_dict(m["normalization"]),
+        "hr_spacing_mm": m.get("hr_spacing_mm"),
+        "lr_spacing_mm": m.get("lr_spacing_mm"),
+        "examples": {s: int(v["examples"]) for s, v in m["splits"].items()},
+    }

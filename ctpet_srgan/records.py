@@ -1,0 +1,151 @@
+"""The TFRecord example schema and manifest.json of a prepared data set.
+
+One example = one axial slice pair on the HR grid and the LR grid, in physical units:
+  hr_pet, lr_pet: SUVbw (float32); hr_ct, lr_ct: HU (float32); images stored row-major as raw bytes.
+Patient identifiers never enter a record: studies are named by `study_hash` (a salted SHA-256 of the
+StudyInstanceUID, first 16 hex digits).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+IMAGE_KEYS = ("hr_pet", "hr_ct", "lr_pet", "lr_ct")
+SPLITS = ("train", "val", "test")
+_HASH_SALT = b"ctpet-srgan/v1"
+
+
+def study_hash(uid: str) -> str:
+    """A stable, non-reversible name for a study (16 hex digits)."""
+    return hashlib.sha256(_HASH_SALT + uid.encode()).hexdigest()[:16]
+
+
+def _bytes(v: bytes):
+    import tensorflow as tf
+
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+
+def _ints(v):
+    import tensorflow as tf
+
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(x) for x in v]))
+
+
+def _floats(v):
+    import tensorflow as tf
+
+    return tf.train.Feature(float_list=tf.train.FloatList(value=[float(x) for x in v]))
+
+
+def serialize_example(
+    *,
+    hr_pet: np.ndarray,
+    hr_ct: np.ndarray,
+    lr_pet: np.ndarray,
+    lr_ct: np.ndarray,
+    scale: int,
+    study: str,
+    slice_index: int,
+    hr_affine: np.ndarray,
+    has_truth: bool,
+) -> bytes:
+    """One slice pair -> serialized tf.train.Example.
+
+    hr_affine: 4x4 affine of the HR slice grid (index (i, j, 0) -> LPS mm). has_truth: whether
+    hr_pet is a true high-resolution PET (phantom) or an interpolated clinical PET.
+    """
+    import tensorflow as tf
+
+    H, W = hr_pet.shape
+    h, w = lr_pet.shape
+    if hr_ct.shape != (H, W) or lr_ct.shape != (h, w) or (H, W) != (h * scale, w * scale):
+        raise ValueError(
+            f"inconsistent shapes: hr_pet {hr_pet.shape}, hr_ct {hr_ct.shape}, lr_pet {lr_pet.shape},"
+            f" lr_ct {lr_ct.shape}, scale {scale}"
+        )
+    feats = {
+        k: _bytes(np.ascontiguousarray(v, dtype="<f4").tobytes())
+        for k, v in (("hr_pet", hr_pet), ("hr_ct", hr_ct), ("lr_pet", lr_pet), ("lr_ct", lr_ct))
+    }
+    feats.update(
+        hr_shape=_ints([H, W]),
+        lr_shape=_ints([h, w]),
+        scale=_ints([scale]),
+        study=_bytes(study.encode()),
+        slice_index=_ints([slice_index]),
+        hr_affine=_floats(np.asarray(hr_affine, float).ravel()),
+        has_truth=_ints([int(bool(has_truth))]),
+    )
+    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+
+
+def feature_spec() -> dict:
+    import tensorflow as tf
+
+    spec = {k: tf.io.FixedLenFeature([], tf.string) for k in IMAGE_KEYS}
+    spec.update(
+        hr_shape=tf.io.FixedLenFeature([2], tf.int64),
+        lr_shape=tf.io.FixedLenFeature([2], tf.int64),
+        scale=tf.io.FixedLenFeature([1], tf.int64),
+        study=tf.io.FixedLenFeature([], tf.string),
+        slice_index=tf.io.FixedLenFeature([1], tf.int64),
+        hr_affine=tf.io.FixedLenFeature([16], tf.float32),
+        has_truth=tf.io.FixedLenFeature([1], tf.int64),
+    )
+    return spec
+
+
+def parse_example(serialized):
+    """Serialized example -> dict of tensors; images as float32 [H, W, 1] in physical units."""
+    import tensorflow as tf
+
+    f = tf.io.parse_single_example(serialized, feature_spec())
+    out = {}
+    for k in IMAGE_KEYS:
+        shape = f["hr_shape"] if k.startswith("hr") else f["lr_shape"]
+        img = tf.io.decode_raw(f[k], tf.float32)
+        out[k] = tf.reshape(img, tf.concat([tf.cast(shape, tf.int32), [1]], 0))
+    out["study"] = f["study"]
+    out["slice_index"] = f["slice_index"][0]
+    out["scale"] = f["scale"][0]
+    out["hr_affine"] = tf.reshape(f["hr_affine"], [4, 4])
+    out["has_truth"] = f["has_truth"][0]
+    return out
+
+
+def read_manifest(data_dir: str | Path) -> dict[str, Any]:
+    """Reads and checks DIR/manifest.json; a set without one is incomplete and is refused."""
+    path = Path(data_dir) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: no manifest.json; the data set is missing or its preparation did not finish"
+            " (rerun `python -m data_prep convert` with the same --out to resume)"
+        )
+    try:
+        m = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if m.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(
+            f"{path}: schema_version {m.get('schema_version')!r}, this code reads {SCHEMA_VERSION}"
+        )
+    return m
+
+
+def shard_paths(data_dir: str | Path, manifest: dict[str, Any], split: str) -> list[str]:
+    """Absolute paths of the shards of `split`, checked to exist."""
+    if split not in manifest["splits"]:
+        raise ValueError(f"{data_dir}: no split {split!r}; it has {sorted(manifest['splits'])}")
+    paths = [str(Path(data_dir) / s["file"]) for s in manifest["splits"][split]["shards"]]
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(f"{data_dir}: shards listed in manifest.json are missing: {missing}")
+    return paths

@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ctpet_srgan import pipeline
+from ctpet_srgan.normalization import DEFAULT
+from tests._tiny_set import write_tiny_set
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("set")
+    write_tiny_set(d, gzip=True)
+    return d
+
+
+def _to_suv(x):
+    return DEFAULT.pet_from_norm(np.asarray(x))
+
+
+def test_eval_split_gives_whole_slices_in_order_with_meta(tiny):
+    ds = pipeline.make_dataset(tiny, "val", batch_size=2, include_meta=True)
+    batches = list(ds.as_numpy_iterator())
+    assert [b["lr_pet"].shape for b in batches] == [(2, 12, 12, 1), (2, 12, 12, 1)]
+    assert batches[0]["hr_pet"].shape == (2, 24, 24, 1)
+    assert [int(i) for b in batches for i in b["slice_index"]] == [0, 1, 2, 3]
+    # normalised CT: 40 HU -> (40 + 1000) / 2000
+    np.testing.assert_allclose(batches[0]["hr_ct"][0, 0, 0, 0], 0.52, rtol=1e-6)
+    np.testing.assert_allclose(_to_suv(batches[0]["lr_pet"][1, 3, 5, 0]), 1000 + 100 + 1.5 + 0.05, rtol=1e-5)
+
+
+def test_training_patches_stay_aligned_under_augmentation(tiny):
+    ds = pipeline.make_dataset(tiny, "train", batch_size=4, patch_size=5, training=True, seed=3, repeat=True)
+    for b in ds.take(5).as_numpy_iterator():
+        assert b["lr_pet"].shape == (4, 5, 5, 1) and b["hr_pet"].shape == (4, 10, 10, 1)
+        lr = _to_suv(b["lr_pet"][..., 0])
+        hr = _to_suv(b["hr_pet"][..., 0])
+        # every HR pixel equals the LR pixel it lies in, whatever rotation/flip was drawn
+        up = np.repeat(np.repeat(lr, 2, axis=1), 2, axis=2)
+        np.testing.assert_allclose(hr, up, atol=1e-3)
+        hr_ct = DEFAULT.ct_from_norm(b["hr_ct"][..., 0])
+        lr_ct = DEFAULT.ct_from_norm(b["lr_ct"][..., 0])
+        np.testing.assert_allclose(np.repeat(np.repeat(lr_ct, 2, 1), 2, 2), hr_ct, atol=1e-3)
+
+
+def test_training_order_is_a_function_of_the_seed(tiny):
+    def first(seed):
+        ds = pipeline.make_dataset(tiny, "train", batch_size=2, patch_size=4, training=True, seed=seed,
+                                   deterministic=True, repeat=True)
+        return [b["lr_pet"] for b in ds.take(3).as_numpy_iterator()]
+
+    a, b, c = first(7), first(7), first(8)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_patch_larger_than_slice_is_refused(tiny):
+    ds = pipeline.make_dataset(tiny, "train", batch_size=1, patch_size=40, training=True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="smaller than the LR patch size"):
+        next(iter(ds))
+
+
+def test_incomplete_set_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no manifest.json"):
+        pipeline.make_dataset(tmp_path, "train", batch_size=1)
+
+
+def test_works_with_distribute_dataset(tiny):
+    strategy = tf.distribute.get_strategy()
+    ds = pipeline.make_dataset(tiny, "train", batch_size=2, patch_size=4, training=True, repeat=True)
+    dist = strategy.experimental_distribute_dataset(ds)
+    b = next(iter(dist))
+    assert b["hr_ct"].shape == (2, 8, 8, 1)

@@ -1,0 +1,57 @@
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ctpet_srgan import records
+from ctpet_srgan.atomic import write_json_atomic
+from ctpet_srgan.geometry import axial_affine
+
+
+def _example(scale=2, **over):
+    rng = np.random.default_rng(0)
+    kw = dict(
+        hr_pet=rng.random((8, 6)).astype(np.float32), hr_ct=rng.random((8, 6)).astype(np.float32) * 100,
+        lr_pet=rng.random((4, 3)).astype(np.float32), lr_ct=rng.random((4, 3)).astype(np.float32),
+        scale=scale, study="abc", slice_index=5, hr_affine=axial_affine((1, 2, 3), (2, 2, 4)), has_truth=True,
+    )
+    kw.update(over)
+    return kw
+
+
+def test_round_trip_keeps_values_shapes_and_geometry():
+    kw = _example()
+    ex = records.parse_example(tf.constant(records.serialize_example(**kw)))
+    for k in records.IMAGE_KEYS:
+        np.testing.assert_array_equal(ex[k].numpy()[..., 0], kw[k])
+    assert int(ex["slice_index"]) == 5 and int(ex["scale"]) == 2 and int(ex["has_truth"]) == 1
+    np.testing.assert_allclose(ex["hr_affine"].numpy(), kw["hr_affine"])
+
+
+def test_inconsistent_shapes_are_refused():
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        records.serialize_example(**_example(scale=4))
+
+
+def test_study_hash_is_stable_and_hides_the_uid():
+    uid = "1.2.840.113619.2.55.3.1234"
+    h = records.study_hash(uid)
+    assert h == records.study_hash(uid) and len(h) == 16 and uid not in h
+    assert h != records.study_hash(uid + "1")
+
+
+def test_manifest_checks(tmp_path):
+    with pytest.raises(FileNotFoundError, match="preparation did not finish"):
+        records.read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text("{ half")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        records.read_manifest(tmp_path)
+    write_json_atomic(tmp_path / "manifest.json", {"schema_version": 99})
+    with pytest.raises(ValueError, match="schema_version 99"):
+        records.read_manifest(tmp_path)
+    m = {"schema_version": records.SCHEMA_VERSION, "splits": {"train": {"shards": [{"file": "x.tfrecord"}]}}}
+    write_json_atomic(tmp_path / "manifest.json", m)
+    with pytest.raises(FileNotFoundError, match="x.tfrecord"):
+        records.shard_paths(tmp_path, records.read_manifest(tmp_path), "train")
+    assert json.loads((tmp_path / "manifest.json").read_text())["schema_version"] == 1

@@ -1,0 +1,349 @@
+"""Reads one DICOM series (CT or PET) into a Volume: CT in HU, PET in SUVbw (g/mL).
+
+Slices are ordered by the projection of ImagePositionPatient on the slice normal (the cross product of
+the two ImageOrientationPatient vectors), never by file name or InstanceNumber. Every slice must share
+orientation, pixel spacing and size; slice spacing must be uniform (a missing slice, a duplicate position,
+a sheared stack such as a gantry tilt, or irregular spacing are refused with an InputError naming the
+file or folder). Compressed transfer syntaxes decode through pydicom's plugins (pylibjpeg, pyjpegls).
+Volume.meta keeps the study/frame-of-reference UIDs in memory only, for pairing CT with PET.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from ctpet_srgan.errors import InputError
+from ctpet_srgan.geometry import Volume, affine_from_axes
+from ctpet_srgan.suv import acquisition_datetime, philips_scale_factors, suv_scale_factor
+
+log = logging.getLogger(__name__)
+
+DICOM_SUFFIXES = {"", ".dcm", ".dicom", ".ima", ".dic"}
+SKIP_NAMES = {"dicomdir"}
+_HEADER_TAGS = [
+    "SOPClassUID", "Modality", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID",
+    "SeriesDescription", "SeriesNumber", "NumberOfFrames",
+]
+
+
+def has_dicom_magic(path: str | os.PathLike) -> bool:
+    """True if the file has the 128-byte preamble followed by b"DICM"."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _is_candidate(path: Path) -> bool:
+    if path.name.startswith(".") or path.name.lower() in SKIP_NAMES or not path.is_file():
+        return False
+    return path.suffix.lower() in DICOM_SUFFIXES or has_dicom_magic(path)
+
+
+def _dcmread(path: Path, *, header_only: bool) -> Dataset | None:
+    """Reads a file; None for a magic-less, extension-less file that is not DICOM (skipped)."""
+    magic = has_dicom_magic(path)
+    kwargs: dict[str, Any] = {"force": not magic}
+    if header_only:
+        kwargs.update(stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    try:
+        ds = pydicom.dcmread(str(path), **kwargs)
+    except Exception as e:  # pydicom raises many types on corrupt input
+        if not magic and path.suffix == "":
+            return None
+        raise InputError(path, f"not a readable DICOM file ({type(e).__name__}: {e})") from None
+    if not magic and "SOPClassUID" not in ds and "Modality" not in ds:
+        if path.suffix == "":
+            return None
+        raise InputError(path, "not a DICOM file (no DICM header and no SOPClassUID/Modality)")
+    return ds
+
+
+def _series_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if _is_candidate(p))
+    if not files:
+        subdirs = [p for p in folder.iterdir() if p.is_dir()]
+        hint = f" (it has {len(subdirs)} subfolders: point at one series folder)" if subdirs else ""
+        raise InputError(folder, f"no DICOM files in this folder{hint}")
+    return files
+
+
+def _series_label(ds: Dataset) -> str:
+    return f"'{ds.get('SeriesDescription', '') or '?'}' (series number {ds.get('SeriesNumber', '?')})"
+
+
+def _float_list(ds: Dataset, keyword: str, n: int, path: Path) -> np.ndarray:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        raise InputError(path, f"missing {keyword}: cannot place the slice in patient space")
+    values = value if isinstance(value, Iterable) and not isinstance(value, str) else [value]
+    try:
+        arr = np.array([float(v) for v in values])
+    except (TypeError, ValueError):
+        raise InputError(path, f"{keyword} is not numeric: {value!r}") from None
+    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+        raise InputError(path, f"{keyword} must have {n} finite values, got {value!r}")
+    return arr
+
+
+def _rescale(ds: Dataset, path: Path, required: bool) -> tuple[float, float]:
+    slope, icpt = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    if required and (slope is None or icpt is None):
+        missing = "RescaleSlope (0028,1053)" if slope is None else "RescaleIntercept (0028,1052)"
+        raise InputError(path, f"missing {missing}: cannot convert pixels to physical units")
+    try:
+        return float(1.0 if slope is None or slope == "" else slope), float(0.0 if icpt is None or icpt == "" else icpt)
+    except (TypeError, ValueError):
+        raise InputError(path, f"RescaleSlope/RescaleIntercept not numeric: {slope!r}, {icpt!r}") from None
+
+
+def _pixels(ds: Dataset, path: Path) -> np.ndarray:
+    try:
+        arr = ds.pixel_array
+    except Exception as e:
+        raise InputError(path, f"cannot decode pixel data ({type(e).__name__}: {e})") from None
+    if arr.ndim != 2:
+        raise InputError(path, f"expected a single grey-scale frame, got pixel array of shape {arr.shape}")
+    return arr
+
+
+def _sort_and_space(
+    positions: np.ndarray, paths: Sequence[Path], where: Path
+) -> tuple[np.ndarray, float]:
+    """Returns the sort order along the normal and the uniform slice spacing (mm); refuses gaps."""
+    order = np.argsort(positions, kind="stable")
+    z = positions[order]
+    if len(z) < 2:
+        return order, 0.0
+    diffs = np.diff(z)
+    for n, d in enumerate(diffs):
+        if d < 0.01:
+            raise InputError(
+                where,
+                f"duplicate slice position z={z[n]:.3f} mm along the slice normal "
+                f"({paths[order[n]].name} and {paths[order[n + 1]].name}); one position per slice is required",
+            )
+    base = float(np.min(diffs))
+    tol = max(0.02, 0.02 * base)
+    bad = np.abs(diffs - base) > tol
+    if not bad.any():
+        return order, float((z[-1] - z[0]) / (len(z) - 1))
+    ratios = diffs / base
+    gaps = bad & (np.abs(ratios - np.round(ratios)) * base <= tol) & (np.round(ratios) >= 2)
+    if gaps.any() and not (bad & ~gaps).any():
+        n = int(np.flatnonzero(gaps)[0])
+        k = int(round(ratios[n])) - 1
+        raise InputError(
+            where,
+            f"missing slice between z={z[n]:.2f} and z={z[n + 1]:.2f} mm ({k} slice(s) of {base:.3f} mm missing; "
+            f"files {paths[order[n]].name} and {paths[order[n + 1]].name})",
+        )
+    uniq = sorted({round(float(d), 3) for d in diffs})
+    raise InputError(
+        where,
+        f"non-uniform slice spacing along the slice normal ({', '.join(f'{d:g}' for d in uniq[:6])} mm): "
+        "not supported; resample the series to uniform spacing first",
+    )
+
+
+def _group_by_series(datasets: Sequence[tuple[Path, Dataset]], where: Path) -> None:
+    groups: dict[str, list[Dataset]] = collections.defaultdict(list)
+    for p, ds in datasets:
+        uid = ds.get("SeriesInstanceUID")
+        if not uid:
+            raise InputError(p, "missing SeriesInstanceUID (0020,000E)")
+        groups[str(uid)].append(ds)
+    if len(groups) > 1:
+        labels = [f"{_series_label(g[0])}: {len(g)} files" for g in groups.values()]
+        raise InputError(where, f"{len(groups)} series in one folder: {'; '.join(labels)}; pass one series")
+
+
+def read_series(path: str | os.PathLike | Sequence[str | os.PathLike]) -> Volume:
+    """Reads a DICOM series (a folder holding one series, one file, or a list of files) as a Volume.
+
+    CT comes back in HU (units "HU"), PET in SUVbw (units "SUVbw", meta suv_scale / suv_reference_time).
+    Raises InputError naming the file or folder on any problem.
+    """
+    if isinstance(path, (str, os.PathLike)):
+        p = Path(path)
+        if not p.exists():
+            raise InputError(p, "does not exist")
+        files, where = (_series_files(p), p) if p.is_dir() else ([p], p)
+    else:
+        files = [Path(f) for f in path]
+        if not files:
+            raise InputError("<no files>", "empty list of DICOM files")
+        where = files[0].parent
+    datasets = []
+    for f in files:
+        ds = _dcmread(f, header_only=False)
+        if ds is not None:
+            datasets.append((f, ds))
+    if not datasets:
+        raise InputError(where, "no DICOM files found")
+    _group_by_series(datasets, where)
+    return _build_volume(datasets, where)
+
+
+def _build_volume(datasets: Sequence[tuple[Path, Dataset]], where: Path) -> Volume:
+    paths = [p for p, _ in datasets]
+    first_path, first = datasets[0]
+    modality = str(first.get("Modality", "")).strip().upper()
+    if modality not in ("CT", "PT"):
+        raise InputError(first_path, f"modality {modality or 'missing'!r} is not CT or PT")
+    iop0 = _float_list(first, "ImageOrientationPatient", 6, first_path)
+    ps0 = _float_list(first, "PixelSpacing", 2, first_path)
+    shape0 = (int(first.get("Rows", 0) or 0), int(first.get("Columns", 0) or 0))
+    row, col = iop0[:3], iop0[3:]
+    if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 or abs(row @ col) > 1e-3:
+        raise InputError(first_path, f"ImageOrientationPatient {list(iop0)} is not two orthogonal unit vectors")
+    row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
+    normal = np.cross(row, col)
+    if np.any(ps0 <= 0):
+        raise InputError(first_path, f"PixelSpacing must be positive, got {list(ps0)}")
+    positions, ipps = [], []
+    for p, ds in datasets:
+        if str(ds.get("Modality", "")).strip().upper() != modality:
+            raise InputError(p, f"modality {ds.get('Modality')!r} differs from {modality!r} in the same series")
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            raise InputError(p, "multi-frame (enhanced) DICOM is not supported; export single-frame slices")
+        iop = _float_list(ds, "ImageOrientationPatient", 6, p)
+        if np.max(np.abs(iop - iop0)) > 1e-4:
+            raise InputError(p, f"ImageOrientationPatient {list(iop)} differs from {list(iop0)} in the same series")
+        ps = _float_list(ds, "PixelSpacing", 2, p)
+        if np.max(np.abs(ps - ps0)) > 1e-4 * max(1.0, float(ps0.max())):
+            raise InputError(p, f"PixelSpacing {list(ps)} differs from {list(ps0)} in the same series")
+        shape = (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
+        if shape != shape0:
+            raise InputError(p, f"image size {shape} differs from {shape0} in the same series")
+        ipp = _float_list(ds, "ImagePositionPatient", 3, p)
+        ipps.append(ipp)
+        positions.append(float(ipp @ normal))
+    order, step = _sort_and_space(np.asarray(positions), paths, where)
+    ipps_sorted = np.asarray(ipps)[order]
+    inplane = (ipps_sorted - ipps_sorted[0]) @ np.stack([row, col], axis=1)
+    tol = max(0.05, 0.02 * float(ps0.min()))
+    if np.max(np.abs(inplane)) > tol:
+        worst = int(np.argmax(np.max(np.abs(inplane), axis=1)))
+        raise InputError(
+            where,
+            f"slice positions are not along the slice normal (in-plane shift {np.abs(inplane[worst]).max():.2f} mm at "
+            f"{paths[order[worst]].name}: gantry tilt or sheared stack): not supported",
+        )
+    meta: dict[str, Any] = {}
+    if len(datasets) == 1:
+        for kw in ("SpacingBetweenSlices", "SliceThickness"):
+            try:
+                step = float(first.get(kw) or 0)
+            except (TypeError, ValueError):
+                step = 0.0
+            if step > 0:
+                meta["slice_spacing_from"] = kw
+                break
+        else:
+            step, meta["slice_spacing_from"] = 1.0, "assumed 1 mm (single slice)"
+    affine = affine_from_axes(ipps_sorted[0], row, col, (ps0[1], ps0[0]), normal * step)
+
+    sorted_ds = [datasets[i] for i in order]
+    meta.update(
+        modality=modality,
+        study_uid=str(first.get("StudyInstanceUID", "")),
+        frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "")),
+        series_description=str(first.get("SeriesDescription", "")),
+        series_number=int(first.get("SeriesNumber")) if first.get("SeriesNumber") not in (None, "") else None,
+        n_files=len(datasets),
+        transfer_syntax=str(getattr(getattr(first, "file_meta", None), "TransferSyntaxUID", "") or ""),
+    )
+    factors = np.ones(len(sorted_ds))
+    if modality == "CT":
+        units = "HU"
+    else:  # SUV tags are checked before any pixel is decoded
+        units = "SUVbw"
+        times = [acquisition_datetime(ds) for _, ds in sorted_ds]
+        factor, ref, details = suv_scale_factor(sorted_ds[0][1], times)
+        factors = factors * np.asarray(factor, np.float64)
+        if str(details.get("units_source", "")).startswith("CNTS"):
+            ref_scales = philips_scale_factors(sorted_ds[0][1])
+            for p, ds in sorted_ds:
+                if philips_scale_factors(ds) != ref_scales:
+                    raise InputError(p, "Philips private scale factors (7053,1000/1009) differ between slices")
+        meta["suv_scale"] = [float(f) for f in factor] if np.ndim(factor) else float(factor)
+        meta["suv_reference_time"] = ref.isoformat() if ref is not None else None
+        meta["decay_correction"] = details.get("decay_correction")
+        meta["units_source"] = details.get("units_source")
+        meta["suv_rule"] = details.get("rule")
+    array = np.empty((len(sorted_ds), *shape0), np.float32)
+    for k, (p, ds) in enumerate(sorted_ds):  # per-slice RescaleSlope/Intercept (PET slopes differ per slice)
+        slope, icpt = _rescale(ds, p, required=(modality == "CT"))
+        pix = _pixels(ds, p)
+        if pix.shape != shape0:
+            raise InputError(p, f"pixel data shape {pix.shape} differs from Rows x Columns {shape0}")
+        array[k] = (pix.astype(np.float64) * slope + icpt) * factors[k]
+    if not np.all(np.isfinite(array)):
+        raise InputError(where, "pixel values are not finite after rescaling")
+    return Volume(array, affine, modality, units, meta)
+
+
+def scan_dicom_tree(root: str | os.PathLike, *, on_error: str = "skip") -> list[dict[str, Any]]:
+    """Finds every DICOM series under `root` (headers only) for pairing CT with PET.
+
+    Returns one dict per series: files (sorted paths as str), n_files, modality, study_uid,
+    frame_of_reference_uid, series_uid, series_description, series_number. Unreadable files are skipped
+    with a warning (on_error="skip") or raise InputError (on_error="raise").
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(root, "is not a folder")
+    series: dict[str, dict[str, Any]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if not _is_candidate(p):
+                continue
+            try:
+                ds = _dcmread(p, header_only=True)
+            except InputError as e:
+                if on_error == "raise":
+                    raise
+                log.warning("skipping %s", e)
+                continue
+            if ds is None:
+                continue
+            if not ds.get("SeriesInstanceUID"):
+                err = InputError(p, "no SeriesInstanceUID (0020,000E): truncated, or not an image")
+                if on_error == "raise":
+                    raise err
+                log.warning("skipping %s", err)
+                continue
+            uid = str(ds.SeriesInstanceUID)
+            s = series.setdefault(
+                uid,
+                {
+                    "files": [],
+                    "modality": str(ds.get("Modality", "")).strip().upper(),
+                    "study_uid": str(ds.get("StudyInstanceUID", "")),
+                    "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "")),
+                    "series_uid": uid,
+                    "series_description": str(ds.get("SeriesDescription", "")),
+                    "series_number": int(ds.SeriesNumber) if ds.get("SeriesNumber") not in (None, "") else None,
+                },
+            )
+            s["files"].append(str(p))
+    out = []
+    for s in series.values():
+        s["files"].sort()
+        s["n_files"] = len(s["files"])
+        out.append(s)
+    out.sort(key=lambda s: (s["study_uid"], s["modality"], s["series_number"] or 0, s["files"][0]))
+    return out

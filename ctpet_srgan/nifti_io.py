@@ -1,0 +1,91 @@
+"""NIfTI <-> Volume. NIfTI affines are RAS; Volumes are LPS (first two rows negated).
+
+A NIfTI carries no modality and no SUV tags, so the caller states both: CT is taken to be in HU,
+PET in SUVbw (g/mL). Other units are refused rather than guessed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ctpet_srgan.atomic import write_bytes_atomic
+from ctpet_srgan.errors import InputError
+from ctpet_srgan.geometry import RAS_TO_LPS, Volume
+
+UNITS_BY_MODALITY = {"CT": ("HU",), "PT": ("SUVbw",)}
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def is_nifti_path(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def read_nifti(path: str | os.PathLike, modality: str | None = None, units: str | None = None) -> Volume:
+    """Reads a 3-D NIfTI (a trailing 4th axis of length 1 is dropped) as a Volume.
+
+    modality: "CT" (values in HU) or "PT" (values in SUVbw); units defaults to those and must match.
+    Raises InputError for unknown modality/units, 4-D data, a singular affine, or NaN/inf voxels.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    modality = (modality or "").strip().upper()
+    if modality == "PET":
+        modality = "PT"
+    if modality not in UNITS_BY_MODALITY:
+        raise InputError(path, f"a NIfTI has no modality tag: say CT or PT (got {modality or 'none'!r})")
+    allowed = UNITS_BY_MODALITY[modality]
+    units = units or allowed[0]
+    if units not in allowed:
+        raise InputError(path, f"{modality} NIfTI in units {units!r} is not supported (only {', '.join(allowed)})")
+    if not path.is_file():
+        raise InputError(path, "does not exist" if not path.exists() else "is not a file")
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj)
+        affine_ras = np.asarray(img.affine, np.float64)
+    except Exception as e:
+        raise InputError(path, f"not a readable NIfTI file ({type(e).__name__}: {e})") from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InputError(path, f"expected a 3-D image, got {data.ndim}-D of shape {data.shape}")
+    if np.iscomplexobj(data) or data.dtype.kind not in "biuf":
+        raise InputError(path, f"unsupported voxel type {data.dtype}")
+    data = data.astype(np.float32)
+    bad = ~np.isfinite(data)
+    if bad.any():
+        raise InputError(path, f"{int(bad.sum())} voxels are NaN or infinite")
+    if not np.all(np.isfinite(affine_ras)) or abs(np.linalg.det(affine_ras[:3, :3])) < 1e-12:
+        raise InputError(path, "the voxel-to-world affine is singular or not finite")
+    affine = RAS_TO_LPS @ affine_ras
+    array = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))  # (i, j, k) -> (k, j, i)
+    return Volume(array, affine, modality, units, {"modality": modality, "source": "nifti"})
+
+
+def write_nifti(vol: Volume, path: str | os.PathLike) -> Path:
+    """Writes `vol` (values in its own units: HU or SUVbw) as float32 NIfTI-1 (.nii or .nii.gz), atomically.
+
+    The LPS affine is stored as RAS in both sform and qform (code 1, scanner); spatial units mm.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not is_nifti_path(path):
+        raise ValueError(f"{path}: NIfTI file names end in .nii or .nii.gz")
+    data = np.transpose(np.asarray(vol.array, np.float32), (2, 1, 0))  # (k, j, i) -> (i, j, k)
+    affine_ras = RAS_TO_LPS @ np.asarray(vol.affine, np.float64)
+    img = nib.Nifti1Image(data, affine_ras)
+    img.set_sform(affine_ras, code=1)
+    img.set_qform(affine_ras, code=1)
+    img.header.set_xyzt_units("mm")
+    img.header["descrip"] = f"{vol.modality} {vol.units}"[:79].encode()
+    payload = img.to_bytes()
+    if str(path).lower().endswith(".gz"):
+        payload = gzip.compress(payload, mtime=0)
+    write_bytes_atomic(path, payload)
+    return path

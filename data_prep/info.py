@@ -1,0 +1,70 @@
+"""`python -m data_prep.info PATH`: what the reader makes of a DICOM file, series folder or NIfTI.
+
+Prints one JSON object (modality, shape [slices, rows, cols], spacing_mm [i, j, k], units, min/max/mean
+in those units; for PET also suv_scale and the reference time used). No patient identifiers or UIDs are
+printed. Bad input: one line "PATH: problem" on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+from ctpet_srgan.errors import InputError
+from ctpet_srgan.volume_io import read_volume
+
+_PET_KEYS = ("suv_scale", "suv_reference_time", "decay_correction", "units_source", "suv_rule")
+
+
+def describe(path: str, modality: str | None = None, nifti_units: str | None = None) -> dict[str, Any]:
+    """Reads PATH and summarises it; values in HU (CT) or SUVbw (PT), lengths in mm."""
+    vol = read_volume(path, modality=modality, nifti_units=nifti_units)
+    a = vol.array
+    out: dict[str, Any] = {
+        "path": str(path),
+        "modality": vol.modality,
+        "units": vol.units,
+        "shape": list(vol.shape),
+        "shape_axes": "slices,rows,cols",
+        "spacing_mm": [round(s, 6) for s in vol.spacing_mm],
+        "origin_mm": [round(float(v), 4) for v in vol.affine[:3, 3]],
+        "direction": [[round(float(v), 6) for v in row] for row in vol.direction],
+        "min": float(np.min(a)),
+        "max": float(np.max(a)),
+        "mean": float(np.mean(a, dtype=np.float64)),
+    }
+    for key in ("n_files", "transfer_syntax", "slice_spacing_from", "source"):
+        if key in vol.meta:
+            out[key] = vol.meta[key]
+    if vol.modality == "PT":
+        for key in _PET_KEYS:
+            if key in vol.meta:
+                out[key] = vol.meta[key]
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="data_prep info", description=__doc__.splitlines()[0])
+    parser.add_argument("path", help="DICOM file, DICOM series folder, or .nii/.nii.gz")
+    parser.add_argument("--modality", choices=["CT", "PT"], default=None, help="required for NIfTI")
+    parser.add_argument("--nifti_units", "--nifti-units", dest="nifti_units", default=None,
+                        help="NIfTI voxel units: HU (CT) or SUVbw (PT)")
+    args = parser.parse_args(argv)
+    try:
+        info = describe(args.path, modality=args.modality, nifti_units=args.nifti_units)
+    except InputError as e:
+        print(str(e).replace("\n", " "), file=sys.stderr)
+        return 2
+    except Exception as e:  # one line, never a traceback, for unexpected reader failures
+        print(f"{args.path}: unexpected error ({type(e).__name__}: {e})".replace("\n", " "), file=sys.stderr)
+        return 2
+    print(json.dumps(info, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The physics model that turns a high-resolution PET into a clinical-looking low-resolution one.
+
+Pure NumPy functions (no SciPy): a Gaussian point-spread function given by its FWHM in mm on a grid of
+given voxel size, area-average downsampling by an integer factor, and count-dependent (Poisson) noise
+drawn from an explicit `numpy.random.Generator`. PET values are SUVbw (g/mL), CT values HU.
+
+Array axes follow the project's (k, j, i) = (slice, row, column) order; every `spacing_mm` argument
+here lists the voxel size of each ARRAY axis in that same order (unlike `Volume.spacing_mm`, which is
+(i, j, k)).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.3548
+
+
+def fwhm_to_sigma_mm(fwhm_mm: float) -> float:
+    """Gaussian FWHM (mm) -> standard deviation (mm)."""
+    return float(fwhm_mm) / FWHM_PER_SIGMA
+
+
+def extra_fwhm_mm(target_fwhm_mm: float, current_fwhm_mm: float) -> float:
+    """FWHM (mm) of the Gaussian that brings a `current` resolution to `target` (Gaussians add in quadrature)."""
+    return math.sqrt(max(float(target_fwhm_mm) ** 2 - float(current_fwhm_mm) ** 2, 0.0))
+
+
+def gaussian_kernel_1d(fwhm_mm: float, spacing_mm: float, truncate: float = 4.0) -> np.ndarray:
+    """Normalised 1-D Gaussian kernel (odd length, sums to 1) of FWHM `fwhm_mm` sampled every `spacing_mm`."""
+    if spacing_mm <= 0:
+        raise ValueError(f"spacing must be positive, got {spacing_mm} mm")
+    sigma = fwhm_to_sigma_mm(fwhm_mm) / float(spacing_mm)  # in voxels
+    if sigma <= 1e-6:
+        return np.ones(1, np.float64)
+    radius = max(1, int(math.ceil(truncate * sigma)))
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def _convolve_axis(a: np.ndarray, kernel: np.ndarray, axis: int, mode: str) -> np.ndarray:
+    r = (len(kernel) - 1) // 2
+    if r == 0:
+        return a
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (r, r)
+    p = np.pad(a, pad, mode="edge" if mode == "nearest" else "constant")
+    n = a.shape[axis]
+    out = np.zeros_like(a)
+    for t, w in enumerate(kernel):
+        out += np.float32(w) * np.take(p, np.arange(t, t + n), axis=axis)
+    return out
+
+
+def gaussian_blur(
+    arr: np.ndarray, spacing_mm: Sequence[float], fwhm_mm: float | Sequence[float], *, mode: str = "nearest"
+) -> np.ndarray:
+    """Separable Gaussian PSF of FWHM `fwhm_mm` (scalar, or one per axis) on a grid of voxel size `spacing_mm`
+    (one per array axis). `mode`: "nearest" (edge values continue) or "constant" (zero outside). Keeps the sum
+    (away from edges) and the units; returns float32."""
+    a = np.asarray(arr, np.float32)
+    if len(spacing_mm) != a.ndim:
+        raise ValueError(f"spacing_mm has {len(spacing_mm)} values for a {a.ndim}-D array")
+    fwhms = [float(fwhm_mm)] * a.ndim if np.isscalar(fwhm_mm) else [float(f) for f in fwhm_mm]
+    out = a.copy()
+    for axis, (sp, fw) in enumerate(zip(spacing_mm, fwhms)):
+        if fw > 0:
+            out = _convolve_axis(out, gaussian_kernel_1d(fw, sp).astype(np.float32), axis, mode)
+    return out
+
+
+def downsample_area(arr: np.ndarray, scale: int | Sequence[int]) -> np.ndarray:
+    """Area (block-mean) downsampling. An int `scale` acts on the last two (in-plane) axes; a sequence gives one
+    factor per axis. Each size must be a multiple of its factor. Returns float32."""
+    a = np.asarray(arr, np.float32)
+    if np.isscalar(scale):
+        factors = [1] * (a.ndim - 2) + [int(scale)] * 2
+    else:
+        factors = [int(s) for s in scale]
+    if len(factors) != a.ndim or any(f < 1 for f in factors):
+        raise ValueError(f"bad downsampling factors {factors} for shape {a.shape}")
+    if any(n % f for n, f in zip(a.shape, factors)):
+        raise ValueError(f"shape {a.shape} is not a multiple of the downsampling factors {factors}")
+    shape = []
+    for n, f in zip(a.shape, factors):
+        shape += [n // f, f]
+    return a.reshape(shape).mean(axis=tuple(range(1, 2 * a.ndim, 2)), dtype=np.float64).astype(np.float32)
+
+
+def add_count_noise(suv: np.ndarray, counts_per_suv: float, rng: np.random.Generator) -> np.ndarray:
+    """Count-dependent noise: each voxel becomes Poisson(counts_per_suv * SUV) / counts_per_suv (SUV).
+
+    `counts_per_suv` is the expected number of detected counts per voxel per unit SUV (higher = less noise;
+    the relative noise is 1/sqrt(counts_per_suv * SUV)). Negative values count as 0; <= 0 disables noise.
+    """
+    a = np.asarray(suv, np.float32)
+    if counts_per_suv is None or counts_per_suv <= 0:
+        return a.copy()
+    lam = np.clip(a.astype(np.float64), 0.0, None) * float(counts_per_suv)
+    return (rng.poisson(lam) / float(counts_per_suv)).astype(np.float32)
+
+
+def degrade_pet(
+    hr_suv: np.ndarray,
+    spacing_mm: Sequence[float],
+    *,
+    scale: int,
+    fwhm_mm: float,
+    counts_per_suv: float | None,
+    rng: np.random.Generator | None,
+) -> np.ndarray:
+    """HR PET (SUV, 2-D [H, W] or 3-D [K, H, W]) -> LR PET (SUV, [.., H/scale, W/scale]).
+
+    Gaussian PSF of `fwhm_mm` (on the HR grid, voxel size `spacing_mm` per array axis), area downsampling by
+    `scale` in-plane, then count-dependent noise (`counts_per_suv` per LR voxel; None or 0: noise-free).
+    """
+    if counts_per_suv and rng is None:
+        raise ValueError("degrade_pet: noise needs an explicit numpy Generator (rng)")
+    blurred = gaussian_blur(hr_suv, spacing_mm, fwhm_mm)
+    lr = downsample_area(blurred, scale)
+    return add_count_noise(lr, counts_per_suv or 0.0, rng) if counts_per_suv else lr
+
+
+def degrade_ct(hr_hu: np.ndarray, scale: int) -> np.ndarray:
+    """HR CT (HU) -> LR CT (HU): area downsampling by `scale` in-plane (no noise; CT is the anatomical prior)."""
+    return downsample_area(hr_hu, scale)

@@ -1,0 +1,138 @@
+"""`python -m data_prep {phantom,convert,inspect,info}`: synthetic studies, data preparation, and checks.
+
+  phantom  --out DIR --cases N --seed S     synthetic PET/CT studies as DICOM (+ HR PET truth, lesions.json)
+  convert  --out DIR (--studies ROOT | --ct PATH --pet PATH)   sharded TFRecords + manifest.json
+  inspect  DIR                              what a prepared set holds
+  info     PATH                             what the reader makes of one DICOM/NIfTI input
+Errors in the input print one line "PATH: problem" on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="{phantom,convert,inspect,info}")
+
+    ph = sub.add_parser("phantom", help="write synthetic PET/CT studies as DICOM series")
+    ph.add_argument("--out", required=True, help="output folder (case_NNN/ subfolders)")
+    ph.add_argument("--cases", type=int, default=8)
+    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--nema_every", type=int, default=4, help="every Nth case (from 0) is the NEMA IEC phantom; 0: none")
+    ph.add_argument("--fov_mm", type=float, default=256.0, help="transaxial field (mm), multiple of --pet_spacing_mm")
+    ph.add_argument("--pet_slices", type=int, default=24)
+    ph.add_argument("--pet_spacing_mm", type=float, default=4.0)
+    ph.add_argument("--ct_spacing_mm", type=float, default=1.0)
+    ph.add_argument("--ct_slice_mm", type=float, default=2.0)
+    ph.add_argument("--pet_fwhm_mm", type=float, default=6.0)
+    ph.add_argument("--counts_per_suv", type=float, default=40.0, help="clinical PET counts per voxel per SUV")
+    ph.add_argument("--compress", choices=["none", "rle", "jpegls", "j2k"], default="none",
+                    help="transfer syntax of the written DICOM (lossless)")
+
+    cv = sub.add_parser("convert", help="prepare sharded TFRecords + manifest.json")
+    cv.add_argument("--out", required=True)
+    cv.add_argument("--studies", help="a tree of DICOM studies (CT and PET paired by study and frame of reference)")
+    cv.add_argument("--ct", help="one study: CT series folder, DICOM file or NIfTI")
+    cv.add_argument("--pet", help="one study: PET series folder, DICOM file or NIfTI")
+    cv.add_argument("--pet_truth", help="one study: optional HR PET truth (folder or NIfTI)")
+    cv.add_argument("--lesions", help="one study: optional lesions.json")
+    cv.add_argument("--nifti_pet_units", default=None, help="units of NIfTI PET voxels (default SUVbw)")
+    cv.add_argument("--scale", type=int, choices=[2, 4], default=2)
+    cv.add_argument("--hr_spacing_mm", type=float, default=None, help="default: PET in-plane spacing / scale")
+    cv.add_argument("--lr_fwhm_mm", type=float, default=6.0, help="LR PET resolution when a truth PET is the HR")
+    cv.add_argument("--truth_fwhm_mm", type=float, default=2.0)
+    cv.add_argument("--no_truth_fwhm_mm", type=float, default=4.0, help="extra blur of a clinical PET for its LR")
+    cv.add_argument("--counts_per_suv", type=float, default=40.0, help="LR noise: counts per LR voxel per SUV; 0: none")
+    cv.add_argument("--seed", type=int, default=0)
+    cv.add_argument("--workers", type=int, default=1)
+    cv.add_argument("--shard_size", type=int, default=256, help="examples (slices) per shard")
+    cv.add_argument("--compression", default="none", choices=["GZIP", "gzip", "none"])
+    cv.add_argument("--val_fraction", type=float, default=0.1)
+    cv.add_argument("--test_fraction", type=float, default=0.1)
+    cv.add_argument("--allow_unregistered", action="store_true",
+                    help="pair CT and PET even when their FrameOfReferenceUIDs differ")
+    cv.add_argument("--overwrite", action="store_true", help="redo a finished or unfinished set from scratch")
+
+    ins = sub.add_parser("inspect", help="print what a prepared set holds")
+    ins.add_argument("dir")
+    ins.add_argument("--verify", action="store_true", help="count the records of every shard")
+    ins.add_argument("--json", action="store_true", help="print JSON")
+
+    sub.add_parser("info", help="describe one DICOM file, series folder or NIfTI (see `info --help`)",
+                   add_help=False)
+    return p
+
+
+def _phantom(a) -> int:
+    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
+
+    from data_prep.phantom import PhantomConfig, case_plan, write_phantom_studies
+
+    ts = {"none": ExplicitVRLittleEndian, "rle": RLELossless, "jpegls": JPEGLSLossless, "j2k": JPEG2000Lossless}
+    cfg = PhantomConfig(fov_mm=a.fov_mm, pet_slices=a.pet_slices, pet_spacing_mm=a.pet_spacing_mm,
+                        ct_spacing_mm=a.ct_spacing_mm, ct_slice_mm=a.ct_slice_mm, pet_fwhm_mm=a.pet_fwhm_mm,
+                        counts_per_suv=a.counts_per_suv, transfer_syntax=ts[a.compress])
+    paths = write_phantom_studies(a.out, a.cases, a.seed, nema_every=a.nema_every, cfg=cfg)
+    for p, (variant, lesions) in zip(paths, case_plan(a.cases, a.nema_every)):
+        print(f"{p}: {variant}{'' if lesions else ' (lesion-free)'}")
+    return 0
+
+
+def _convert(a) -> int:
+    from data_prep.convert import ConvertConfig, convert, discover_studies, single_study
+
+    if bool(a.studies) == bool(a.ct or a.pet) or (not a.studies and not (a.ct and a.pet)):
+        print("convert: give either --studies ROOT, or --ct PATH and --pet PATH", file=sys.stderr)
+        return 2
+    cfg = ConvertConfig(scale=a.scale, hr_spacing_mm=a.hr_spacing_mm, lr_fwhm_mm=a.lr_fwhm_mm,
+                        truth_fwhm_mm=a.truth_fwhm_mm, no_truth_fwhm_mm=a.no_truth_fwhm_mm,
+                        counts_per_suv=a.counts_per_suv, seed=a.seed, allow_unregistered=a.allow_unregistered,
+                        nifti_pet_units=a.nifti_pet_units)
+    if a.studies:
+        specs = discover_studies(a.studies, allow_unregistered=a.allow_unregistered)
+        if not specs:
+            from ctpet_srgan.errors import InputError
+
+            raise InputError(a.studies, "no study with both a CT and a PET series was found")
+    else:
+        specs = [single_study(a.ct, a.pet, a.pet_truth, a.lesions)]
+    convert(specs, a.out, cfg, workers=a.workers, shard_size=a.shard_size, compression=a.compression,
+            val_fraction=a.val_fraction, test_fraction=a.test_fraction, overwrite=a.overwrite)
+    return 0
+
+
+def _inspect(a) -> int:
+    from data_prep.inspect import format_report, inspect
+
+    info = inspect(a.dir, verify=a.verify)
+    print(json.dumps(info, sort_keys=True, default=list) if a.json else format_report(info))
+    return 0 if info["complete"] else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "info":
+        from data_prep.info import main as info_main
+
+        return info_main(argv[1:])
+    a = _parser().parse_args(argv)
+    from ctpet_srgan.errors import InputError
+
+    try:
+        return {"phantom": _phantom, "convert": _convert, "inspect": _inspect}[a.command](a)
+    except (InputError, ValueError, FileNotFoundError, FileExistsError) as e:
+        print(str(e).replace("\n", " "), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

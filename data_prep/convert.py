@@ -1,0 +1,541 @@
+"""`python -m data_prep convert`: PET/CT studies -> sharded TFRecords of aligned HR/LR slice pairs + manifest.json.
+
+Per study (a PURE function, `prepare_study`, so it can run in a process pool here or on a Beam runner):
+1. Read CT (HU) and PET (SUVbw) with `ctpet_srgan.volume_io` / `dicom_io` (DICOM series folder, file list or
+   NIfTI). CT and PET must share the FrameOfReferenceUID unless `allow_unregistered`.
+2. Target HR grid: PET orientation (full direction matrix), in-plane spacing = PET spacing / scale (or
+   `hr_spacing_mm`), axial slices at the PET's slice positions, covering the part of the PET field that the CT
+   also covers, snapped to whole PET voxels (so by default the LR grid IS the PET grid); H, W multiples of scale.
+3. HR CT = CT anti-aliased (Gaussian to the target voxel size and slice thickness) and resampled (linear, fill
+   -1024 HU). HR PET = the "HR PET truth" series (SeriesDescription prefix, written by data_prep.phantom) when
+   present (has_truth=1), else the clinical PET interpolated (has_truth=0); resampled with SimpleITK (linear).
+4. LR PET = source PET blurred on its own grid by a Gaussian (truth: FWHM sqrt(lr_fwhm^2 - truth_fwhm^2), e.g.
+   sqrt(6^2-2^2) = 5.66 mm; clinical PET: `no_truth_fwhm_mm`), resampled onto the HR grid, area-averaged by
+   `scale`, then count-dependent Poisson noise (`counts_per_suv` per LR voxel), seeded from (seed, study hash).
+   LR CT = HR CT area-averaged by `scale`.
+5. One tf.train.Example per axial slice (records.serialize_example), physical units (SUVbw, HU).
+
+Driver (`convert`): each finished study goes to OUT/.work/<hash>.tfrecord (+ .json summary) atomically, so a rerun
+resumes; then a deterministic split by study (sorted hashes), final shards `<split>-NNNNN-of-NNNNN.tfrecord[.gz]`,
+and manifest.json LAST. No patient identifiers or input paths reach OUT: studies are named by a salted hash.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ctpet_srgan import records
+from ctpet_srgan.atomic import atomic_path, write_json_atomic
+from ctpet_srgan.degradation import add_count_noise, downsample_area, extra_fwhm_mm, gaussian_blur
+from ctpet_srgan.errors import InputError
+from ctpet_srgan.geometry import Volume, resample
+from ctpet_srgan.normalization import DEFAULT, Normalization
+
+TRUTH_PREFIX = "HR PET truth"  # SeriesDescription prefix of a ground-truth HR PET series (see data_prep.phantom)
+WORK = ".work"
+SHARD_RE = re.compile(r"^(train|val|test)-\d{5}-of-\d{5}\.tfrecord(\.gz)?$")
+
+PathLike = str | os.PathLike
+Source = str | tuple[str, ...]  # a path (DICOM folder/file, NIfTI) or a tuple of DICOM files of one series
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertConfig:
+    """Settings of the preparation. Lengths in mm; counts per LR voxel per unit SUV."""
+
+    scale: int = 2
+    hr_spacing_mm: float | None = None  # default: PET in-plane spacing / scale
+    lr_fwhm_mm: float = 6.0  # resolution the LR PET should have when HR is a truth PET
+    truth_fwhm_mm: float = 2.0  # resolution of the truth PET
+    no_truth_fwhm_mm: float = 4.0  # extra blur applied to a clinical PET (no truth) to make its LR
+    counts_per_suv: float = 40.0  # Poisson noise of the LR PET; 0 = none
+    seed: int = 0
+    allow_unregistered: bool = False
+    nifti_pet_units: str | None = None  # units of NIfTI PET voxels (default SUVbw)
+    normalization: Normalization = DEFAULT
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["normalization"] = self.normalization.to_dict()
+        return d
+
+    def degradation(self) -> dict[str, Any]:
+        """What the manifest records about the LR model."""
+        return {
+            "model": "gaussian_psf + area_downsample + poisson_counts",
+            "scale": self.scale,
+            "lr_fwhm_mm": self.lr_fwhm_mm,
+            "truth_fwhm_mm": self.truth_fwhm_mm,
+            "extra_fwhm_mm_truth": round(extra_fwhm_mm(self.lr_fwhm_mm, self.truth_fwhm_mm), 4),
+            "extra_fwhm_mm_no_truth": self.no_truth_fwhm_mm,
+            "counts_per_suv": self.counts_per_suv,
+            "counts_per": "LR voxel",
+            "ct": "area_downsample",
+            "seed": self.seed,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySpec:
+    """One study to convert. `key` is its study hash (records.study_hash of the StudyInstanceUID)."""
+
+    key: str
+    ct: Source
+    pet: Source
+    truth: Source | None = None
+    lesions: tuple[dict[str, Any], ...] = ()
+
+
+@dataclasses.dataclass
+class StudyResult:
+    study_hash: str
+    examples: list[bytes]
+    summary: dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------- reading
+def _read(src: Source, modality: str, nifti_units: str | None = None) -> Volume:
+    from ctpet_srgan import dicom_io
+    from ctpet_srgan.volume_io import read_volume
+
+    if isinstance(src, (tuple, list)):
+        vol = dicom_io.read_series([Path(f) for f in src])
+        if vol.modality != modality:
+            raise InputError(Path(src[0]).parent, f"modality is {vol.modality}, expected {modality}")
+        return vol
+    return read_volume(src, modality=modality, nifti_units=nifti_units if modality == "PT" else None)
+
+
+def _where(src: Source) -> str:
+    return str(Path(src[0]).parent) if isinstance(src, (tuple, list)) else str(src)
+
+
+# --------------------------------------------------------------------------------------------- geometry
+@dataclasses.dataclass(frozen=True)
+class TargetGrid:
+    hr_affine: np.ndarray  # 4x4, index (i, j, k) -> LPS mm
+    hr_shape: tuple[int, int, int]  # (K, H, W)
+    lr_affine: np.ndarray
+    scale: int
+
+    @property
+    def hr_spacing_mm(self) -> list[float]:
+        return [float(v) for v in np.linalg.norm(self.hr_affine[:3, :3], axis=0)]
+
+    @property
+    def lr_spacing_mm(self) -> list[float]:
+        return [float(v) for v in np.linalg.norm(self.lr_affine[:3, :3], axis=0)]
+
+
+def _field_in_index(vol: Volume, ref: Volume) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding box of vol's field (voxel edges) in ref's continuous index coordinates (i, j, k)."""
+    k, j, i = vol.shape
+    corners = np.array([[a, b, c] for a in (-0.5, i - 0.5) for b in (-0.5, j - 0.5) for c in (-0.5, k - 0.5)])
+    idx = ref.patient_to_index(vol.index_to_patient(corners))
+    return idx.min(axis=0), idx.max(axis=0)
+
+
+def target_grid(ct: Volume, pet: Volume, scale: int, hr_spacing_mm: float | None = None) -> TargetGrid:
+    """The HR grid (see module doc): PET orientation, PET slices, whole PET voxels covered by the CT."""
+    si, sj, _ = pet.spacing_mm
+    k_n, j_n, i_n = pet.shape
+    lo, hi = _field_in_index(ct, pet)
+    lo = np.maximum(lo, [-0.5, -0.5, -0.5])
+    hi = np.minimum(hi, [i_n - 0.5, j_n - 0.5, k_n - 0.5])
+    lo_e = np.ceil(lo[:2] + 0.5 - 1e-6) - 0.5  # snap to whole PET voxels in-plane
+    hi_e = np.floor(hi[:2] + 0.5 + 1e-6) - 0.5
+    k0, k1 = int(np.ceil(lo[2] - 1e-6)), int(np.floor(hi[2] + 1e-6))  # PET slices whose centre the CT covers
+    h = float(hr_spacing_mm) if hr_spacing_mm else None
+    lr_sp = np.array([h * scale, h * scale]) if h else np.array([si, sj])
+    width = (hi_e - lo_e) * np.array([si, sj])  # mm along the PET's i and j axes
+    n_lr = np.floor(width / lr_sp + 1e-6).astype(int)
+    if np.any(n_lr < 1) or k1 < k0:
+        raise InputError(None, "CT and PET fields of view do not overlap (not one patient position?)")
+    hr_sp = lr_sp / scale
+    offset = (width - n_lr * lr_sp) / 2.0  # centre the grid in the common field
+    first = lo_e + (offset + hr_sp / 2.0) / np.array([si, sj])  # PET index of the first HR voxel centre
+    d = pet.direction
+    origin = pet.index_to_patient([first[0], first[1], float(k0)])
+    hr = np.eye(4)
+    hr[:3, 0], hr[:3, 1], hr[:3, 2], hr[:3, 3] = d[:, 0] * hr_sp[0], d[:, 1] * hr_sp[1], pet.affine[:3, 2], origin
+    lr = hr.copy()
+    lr[:3, 0], lr[:3, 1] = d[:, 0] * lr_sp[0], d[:, 1] * lr_sp[1]
+    lr[:3, 3] = origin + (scale - 1) / 2.0 * (d[:, 0] * hr_sp[0] + d[:, 1] * hr_sp[1])
+    shape = (k1 - k0 + 1, int(n_lr[1]) * scale, int(n_lr[0]) * scale)
+    return TargetGrid(hr, shape, lr, scale)
+
+
+def _array_spacing(vol: Volume) -> tuple[float, float, float]:
+    si, sj, sk = vol.spacing_mm
+    return sk, sj, si
+
+
+def _antialias(vol: Volume, grid: TargetGrid) -> Volume:
+    """Gaussian low-pass of `vol` so that resampling onto the (coarser) grid does not alias."""
+    tk, tj, ti = grid.hr_spacing_mm[2], grid.hr_spacing_mm[1], grid.hr_spacing_mm[0]
+    sp = _array_spacing(vol)
+    fwhm = [extra_fwhm_mm(t, s) for t, s in zip((tk, tj, ti), sp)]
+    if max(fwhm) <= 0:
+        return vol
+    return dataclasses.replace(vol, array=gaussian_blur(vol.array, sp, fwhm))
+
+
+# --------------------------------------------------------------------------------------------- one study
+def study_rng(cfg: ConvertConfig, key: str) -> np.random.Generator:
+    """The study's own random stream: a function of (cfg.seed, study hash) only."""
+    return np.random.default_rng([int(cfg.seed), int(key, 16) % (2**63)])
+
+
+def prepare_study(spec: StudySpec, cfg: ConvertConfig) -> StudyResult:
+    """One study -> its serialized examples (one per HR axial slice) and a summary. Pure: same inputs, same bytes."""
+    ct = _read(spec.ct, "CT")
+    pet = _read(spec.pet, "PT", cfg.nifti_pet_units)
+    truth = _read(spec.truth, "PT", cfg.nifti_pet_units) if spec.truth else None
+    if ct.units != "HU" or pet.units != "SUVbw":
+        raise InputError(_where(spec.pet), f"expected CT in HU and PET in SUVbw, got {ct.units} and {pet.units}")
+    for other, src in ((ct, spec.ct), (truth, spec.truth)):
+        if other is None:
+            continue
+        f_a, f_b = other.meta.get("frame_of_reference_uid"), pet.meta.get("frame_of_reference_uid")
+        if f_a and f_b and f_a != f_b and not cfg.allow_unregistered:
+            raise InputError(
+                _where(src),
+                "its FrameOfReferenceUID differs from the PET's: the two are not registered"
+                " (pass --allow_unregistered to pair them anyway)",
+            )
+    try:
+        grid = target_grid(ct, pet, cfg.scale, cfg.hr_spacing_mm)
+    except InputError as e:
+        raise InputError(_where(spec.pet), e.problem) from None
+    K, H, W = grid.hr_shape
+    hr_ct = resample(_antialias(ct, grid), grid.hr_affine, grid.hr_shape, fill_value=-1024.0).array
+    src = truth if truth is not None else pet
+    hr_pet = resample(src, grid.hr_affine, grid.hr_shape, fill_value=0.0).array
+    extra = extra_fwhm_mm(cfg.lr_fwhm_mm, cfg.truth_fwhm_mm) if truth is not None else cfg.no_truth_fwhm_mm
+    blurred = dataclasses.replace(src, array=gaussian_blur(src.array, _array_spacing(src), extra, mode="nearest"))
+    pre_lr = resample(blurred, grid.hr_affine, grid.hr_shape, fill_value=0.0).array
+    lr_pet = add_count_noise(downsample_area(pre_lr, cfg.scale), cfg.counts_per_suv, study_rng(cfg, spec.key))
+    lr_ct = downsample_area(hr_ct, cfg.scale)
+    examples = []
+    for k in range(K):
+        aff = grid.hr_affine.copy()
+        aff[:3, 3] = grid.hr_affine[:3, :3] @ np.array([0.0, 0.0, float(k)]) + grid.hr_affine[:3, 3]
+        examples.append(
+            records.serialize_example(
+                hr_pet=hr_pet[k], hr_ct=hr_ct[k], lr_pet=lr_pet[k], lr_ct=lr_ct[k], scale=cfg.scale,
+                study=spec.key, slice_index=k, hr_affine=aff, has_truth=truth is not None,
+            )
+        )
+    summary = {
+        "slices": K,
+        "hr_shape": [H, W],
+        "lr_shape": [H // cfg.scale, W // cfg.scale],
+        "has_truth": truth is not None,
+        "hr_spacing_mm": [round(v, 6) for v in grid.hr_spacing_mm],
+        "lr_spacing_mm": [round(v, 6) for v in grid.lr_spacing_mm],
+        "lesions": [
+            {k: les[k] for k in ("center_mm", "diameter_mm", "uptake_ratio", "kind") if k in les}
+            for les in spec.lesions
+        ],
+    }
+    return StudyResult(spec.key, examples, summary)
+
+
+# --------------------------------------------------------------------------------------------- discovery
+def _load_lesions(path: Path) -> tuple[dict[str, Any], ...]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(path, f"not a readable lesions JSON file ({e})") from None
+    if isinstance(data, dict):
+        data = data.get("lesions", [])
+    if not isinstance(data, list) or not all(isinstance(d, dict) and "center_mm" in d for d in data):
+        raise InputError(path, "expected a list of {center_mm, diameter_mm, uptake_ratio}")
+    return tuple(data)
+
+
+def _find_lesions(files: Sequence[str], root: Path) -> tuple[dict[str, Any], ...]:
+    """lesions.json in the nearest common ancestor folder of the study's files (not above root)."""
+    common = Path(os.path.commonpath([str(Path(f).parent) for f in files]))
+    root = root.resolve()
+    p = common.resolve()
+    while True:
+        if (p / "lesions.json").is_file():
+            return _load_lesions(p / "lesions.json")
+        if p == root or root not in p.parents:
+            return ()
+        p = p.parent
+
+
+def _uid_of(src: PathLike) -> str:
+    """Key material of a single study given by path: the StudyInstanceUID of a DICOM, else the NIfTI's path."""
+    import pydicom
+
+    from ctpet_srgan import dicom_io
+
+    p = Path(src)
+    if not p.exists():
+        raise InputError(p, "does not exist")
+    files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
+    for f in files:
+        if dicom_io.has_dicom_magic(f) or f.suffix.lower() == ".dcm":
+            try:
+                ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+            except Exception:  # noqa: BLE001 - the reader reports the bad file properly later
+                continue
+            if ds.get("StudyInstanceUID"):
+                return str(ds.StudyInstanceUID)
+    return "path:" + str(p.resolve())
+
+
+def single_study(ct: PathLike, pet: PathLike, truth: PathLike | None = None,
+                 lesions: PathLike | None = None) -> StudySpec:
+    """A StudySpec for one CT + PET (+ optional truth PET, lesions.json) given by path."""
+    return StudySpec(
+        key=records.study_hash(_uid_of(pet)),
+        ct=str(ct),
+        pet=str(pet),
+        truth=str(truth) if truth else None,
+        lesions=_load_lesions(Path(lesions)) if lesions else (),
+    )
+
+
+def discover_studies(root: PathLike, *, allow_unregistered: bool = False,
+                     log: Callable[[str], None] = print) -> list[StudySpec]:
+    """Pairs CT and PET series under `root` by StudyInstanceUID and FrameOfReferenceUID (DICOM headers only).
+
+    A PET series whose SeriesDescription starts with "HR PET truth" is the study's truth PET. Studies without a
+    CT or a PET are skipped (reported by hash). CT and PET in different frames of reference are refused unless
+    `allow_unregistered`.
+    """
+    from ctpet_srgan.dicom_io import scan_dicom_tree
+
+    root = Path(root)
+    by_study: dict[str, list[dict[str, Any]]] = {}
+    for s in scan_dicom_tree(root):
+        by_study.setdefault(s["study_uid"], []).append(s)
+    specs = []
+    for uid, series in sorted(by_study.items()):
+        key = records.study_hash(uid)
+        cts = [s for s in series if s["modality"] == "CT"]
+        pts = [s for s in series if s["modality"] == "PT"]
+        truths = [s for s in pts if s["series_description"].startswith(TRUTH_PREFIX)]
+        pets = [s for s in pts if s not in truths]
+        if not cts or not pets:
+            log(f"study {key}: skipped (needs a CT and a PET series; has {len(cts)} CT, {len(pets)} PET)")
+            continue
+        biggest = lambda ss: max(ss, key=lambda s: (s["n_files"], -(s["series_number"] or 0)))  # noqa: E731
+        pet = biggest(pets)
+        if len(pets) > 1:
+            log(f"study {key}: {len(pets)} PET series; using the one with the most slices")
+        same = [c for c in cts if c["frame_of_reference_uid"] == pet["frame_of_reference_uid"]]
+        if not same and not allow_unregistered:
+            raise InputError(
+                Path(cts[0]["files"][0]).parent,
+                f"study {key}: no CT series shares the PET's FrameOfReferenceUID (not registered);"
+                " pass --allow_unregistered to pair them anyway",
+            )
+        ct = biggest(same or cts)
+        tr = [t for t in truths if t["frame_of_reference_uid"] == pet["frame_of_reference_uid"]]
+        truth = biggest(tr) if tr else None
+        files = ct["files"] + pet["files"] + (truth["files"] if truth else [])
+        specs.append(StudySpec(
+            key=key, ct=tuple(ct["files"]), pet=tuple(pet["files"]),
+            truth=tuple(truth["files"]) if truth else None, lesions=_find_lesions(files, root),
+        ))
+    return specs
+
+
+# --------------------------------------------------------------------------------------------- driver
+def assign_splits(keys: Sequence[str], val_fraction: float = 0.1, test_fraction: float = 0.1) -> dict[str, str]:
+    """study hash -> split; deterministic from the sorted hashes. With >= 3 studies every split gets one."""
+    keys = sorted(set(keys))
+    n = len(keys)
+    n_test = int(round(n * test_fraction))
+    n_val = int(round(n * val_fraction))
+    if n >= 3:
+        n_test, n_val = max(1, n_test), max(1, n_val)
+        while n - n_test - n_val < 1:
+            n_val, n_test = (n_val - 1, n_test) if n_val >= n_test else (n_val, n_test - 1)
+    elif n == 2:
+        n_test, n_val = 0, 1
+    else:
+        n_test = n_val = 0
+    out = {}
+    for i, k in enumerate(keys):
+        out[k] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    return out
+
+
+def _write_tfrecord(path: Path, examples, compression: str = "") -> None:
+    import tensorflow as tf
+
+    with atomic_path(path) as tmp:
+        with tf.io.TFRecordWriter(str(tmp), tf.io.TFRecordOptions(compression_type=compression)) as w:
+            for ex in examples:
+                w.write(ex)
+
+
+def _read_tfrecord(path: Path):
+    import tensorflow as tf
+
+    for ex in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+        yield ex
+
+
+def _save_result(work: Path, res: StudyResult) -> None:
+    """Summary first, records last: the .tfrecord's presence marks the study done."""
+    write_json_atomic(work / f"{res.study_hash}.json", res.summary)
+    _write_tfrecord(work / f"{res.study_hash}.tfrecord", res.examples)
+
+
+def _prepare_quietly(spec: StudySpec, cfg: ConvertConfig) -> StudyResult:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return prepare_study(spec, cfg)
+
+
+def convert(
+    specs: Sequence[StudySpec],
+    out_dir: PathLike,
+    cfg: ConvertConfig = ConvertConfig(),
+    *,
+    workers: int = 1,
+    shard_size: int = 256,
+    compression: str = "",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Prepares `specs` into OUT_DIR (resumable; manifest.json last) and returns the manifest."""
+    out = Path(out_dir)
+    compression = {"none": "", "": "", "gzip": "GZIP"}.get(str(compression).lower(), None)
+    if compression is None:
+        raise ValueError("compression must be GZIP or none")
+    if shard_size < 1:
+        raise ValueError("shard_size must be >= 1")
+    manifest_path = out / records.MANIFEST
+    work = out / WORK
+    if overwrite:
+        _clear(out)
+    elif manifest_path.exists():
+        log(f"{out}: already complete (manifest.json present); nothing to do (use --overwrite to redo)")
+        return records.read_manifest(out)
+    keys = [s.key for s in specs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("the same study is listed twice")
+    if not specs:
+        raise ValueError("no studies to convert")
+    fingerprint = {k: v for k, v in cfg.to_dict().items() if k != "allow_unregistered"}  # output-neutral
+    settings = {"config": fingerprint, "compression": compression, "shard_size": shard_size,
+                "val_fraction": val_fraction, "test_fraction": test_fraction}
+    work.mkdir(parents=True, exist_ok=True)
+    for d in (out, work):  # temporary files of a run that was killed mid-write
+        for p in d.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
+    settings_path = work / "settings.json"
+    if settings_path.exists():
+        if json.loads(settings_path.read_text()) != json.loads(json.dumps(settings)):
+            raise ValueError(f"{out}: an earlier unfinished run used other settings; rerun them or pass --overwrite")
+    else:
+        write_json_atomic(settings_path, settings)
+
+    todo = [s for s in specs if not (work / f"{s.key}.tfrecord").exists()]
+    if len(todo) < len(specs):
+        log(f"resuming: {len(specs) - len(todo)} of {len(specs)} studies already prepared")
+    failures = []
+    if workers <= 1 or len(todo) <= 1:
+        for s in todo:
+            try:
+                _save_result(work, prepare_study(s, cfg))
+                log(f"study {s.key}: done")
+            except Exception as e:  # noqa: BLE001 - reported below, other studies are kept
+                failures.append(f"study {s.key}: {e}")
+                log(f"study {s.key}: FAILED: {e}")
+    else:
+        ctx = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futs = {pool.submit(_prepare_quietly, s, cfg): s for s in todo}
+            for fut in cf.as_completed(futs):
+                s = futs[fut]
+                try:
+                    _save_result(work, fut.result())
+                    log(f"study {s.key}: done")
+                except Exception as e:  # noqa: BLE001 - reported below, other studies are kept
+                    failures.append(f"study {s.key}: {e}")
+                    log(f"study {s.key}: FAILED: {e}")
+    if failures:
+        raise InputError(out, f"{len(failures)} of {len(specs)} studies failed, no manifest written"
+                              f" (fix them and rerun to resume): " + "; ".join(failures))
+    return _finish(out, sorted(keys), cfg, compression, shard_size, val_fraction, test_fraction, log)
+
+
+def _clear(out: Path) -> None:
+    (out / records.MANIFEST).unlink(missing_ok=True)
+    if out.is_dir():
+        for p in out.iterdir():
+            if SHARD_RE.match(p.name):
+                p.unlink()
+    shutil.rmtree(out / WORK, ignore_errors=True)
+
+
+def _finish(out: Path, keys: list[str], cfg: ConvertConfig, compression: str, shard_size: int,
+            val_fraction: float, test_fraction: float, log) -> dict[str, Any]:
+    work = out / WORK
+    summaries = {k: json.loads((work / f"{k}.json").read_text()) for k in keys}
+    split_of = assign_splits(keys, val_fraction, test_fraction)
+    suffix = ".tfrecord.gz" if compression == "GZIP" else ".tfrecord"
+    splits, written = {}, set()
+    for split in records.SPLITS:
+        studies = [k for k in keys if split_of[k] == split]
+        total = sum(summaries[k]["slices"] for k in studies)
+        n_shards = math.ceil(total / shard_size)
+        stream = (ex for k in studies for ex in _read_tfrecord(work / f"{k}.tfrecord"))
+        shards = []
+        for i in range(n_shards):
+            name = f"{split}-{i:05d}-of-{n_shards:05d}{suffix}"
+            n = min(shard_size, total - i * shard_size)
+            batch = [next(stream) for _ in range(n)]
+            _write_tfrecord(out / name, batch, compression)
+            shards.append({"file": name, "examples": n})
+            written.add(name)
+        if next(stream, None) is not None:
+            raise RuntimeError(f"{work}: more records than the summaries say; rerun with --overwrite")
+        splits[split] = {"studies": studies, "examples": total, "shards": shards}
+    for p in out.iterdir():  # shards of an earlier interrupted run with other counts
+        if SHARD_RE.match(p.name) and p.name not in written:
+            p.unlink()
+    first = summaries[keys[0]]
+    if len({json.dumps(s["hr_spacing_mm"]) for s in summaries.values()}) > 1:
+        log("warning: studies have different HR voxel sizes (see studies[*].hr_spacing_mm); the manifest's"
+            " hr_spacing_mm is the first study's; pass --hr_spacing_mm to make them equal")
+    manifest = {
+        "schema_version": records.SCHEMA_VERSION,
+        "scale": cfg.scale,
+        "hr_spacing_mm": first["hr_spacing_mm"],
+        "lr_spacing_mm": first["lr_spacing_mm"],
+        "normalization": cfg.normalization.to_dict(),
+        "degradation": cfg.degradation(),
+        "compression": compression,
+        "shard_size": shard_size,
+        "split_fractions": {"val": val_fraction, "test": test_fraction},
+        "examples": sum(s["examples"] for s in splits.values()),
+        "splits": splits,
+        "studies": {k: {"split": split_of[k], **summaries[k]} for k in keys},
+    }
+    write_json_atomic(out / records.MANIFEST, manifest)
+    shutil.rmtree(work, ignore_errors=True)
+    log(f"{out}: {manifest['examples']} slices from {len(keys)} studies; "
+        + ", ".join(f"{s} {splits[s]['examples']} ({len(splits[s]['studies'])} studies)" for s in records.SPLITS))
+    return manifest

@@ -1,0 +1,79 @@
+"""`python -m data_prep inspect DIR`: what a prepared data set holds (or how far an unfinished one got)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ctpet_srgan import records
+
+
+def _count_records(path: Path, compression: str) -> int:
+    import tensorflow as tf
+
+    return sum(1 for _ in tf.data.TFRecordDataset(str(path), compression_type=compression))
+
+
+def inspect(data_dir: str | Path, *, verify: bool = False) -> dict[str, Any]:
+    """Summary of DATA_DIR. `verify` also counts the records in every shard against the manifest."""
+    d = Path(data_dir)
+    if not (d / records.MANIFEST).exists():
+        work = d / ".work"
+        done = sorted(p.stem for p in work.glob("*.tfrecord")) if work.is_dir() else []
+        return {"dir": str(d), "complete": False, "prepared_studies": len(done),
+                "problems": ["no manifest.json: missing or unfinished (rerun convert with the same --out)"]}
+    m = records.read_manifest(d)
+    problems = []
+    splits = {}
+    for split, s in m["splits"].items():
+        for sh in s["shards"]:
+            p = d / sh["file"]
+            if not p.exists():
+                problems.append(f"{sh['file']}: missing")
+            elif verify:
+                n = _count_records(p, m.get("compression", ""))
+                if n != sh["examples"]:
+                    problems.append(f"{sh['file']}: {n} records, manifest says {sh['examples']}")
+        if sum(sh["examples"] for sh in s["shards"]) != s["examples"]:
+            problems.append(f"split {split}: shard counts do not add up to {s['examples']}")
+        splits[split] = {"studies": len(s["studies"]), "examples": s["examples"], "shards": len(s["shards"])}
+    studies = m["studies"]
+    return {
+        "dir": str(d),
+        "complete": not problems,
+        "schema_version": m["schema_version"],
+        "scale": m["scale"],
+        "hr_spacing_mm": m["hr_spacing_mm"],
+        "lr_spacing_mm": m["lr_spacing_mm"],
+        "hr_shapes": sorted({tuple(s["hr_shape"]) for s in studies.values()}),
+        "compression": m.get("compression", "") or "none",
+        "studies": len(studies),
+        "with_truth": sum(1 for s in studies.values() if s.get("has_truth")),
+        "lesions": sum(len(s.get("lesions", [])) for s in studies.values()),
+        "lesion_free_studies": sum(1 for s in studies.values() if not s.get("lesions")),
+        "examples": sum(s["examples"] for s in m["splits"].values()),
+        "splits": splits,
+        "degradation": m.get("degradation", {}),
+        "normalization": m.get("normalization", {}),
+        "problems": problems,
+    }
+
+
+def format_report(info: dict[str, Any]) -> str:
+    """Human-readable lines for `inspect`'s dict."""
+    if "scale" not in info:
+        return "\n".join([f"{info['dir']}: INCOMPLETE ({info['prepared_studies']} studies prepared so far)"]
+                         + [f"  problem: {p}" for p in info["problems"]])
+    lines = [
+        f"{info['dir']}: {'complete' if info['complete'] else 'PROBLEMS'}, schema {info['schema_version']}",
+        f"  scale x{info['scale']}, HR spacing {info['hr_spacing_mm']} mm, LR spacing {info['lr_spacing_mm']} mm,"
+        f" HR slice shapes {[list(s) for s in info['hr_shapes']]}",
+        f"  {info['studies']} studies ({info['with_truth']} with HR PET truth, {info['lesions']} lesions,"
+        f" {info['lesion_free_studies']} lesion-free), {info['examples']} slices, compression {info['compression']}",
+    ]
+    for split, s in info["splits"].items():
+        lines.append(f"  {split:5s}: {s['studies']} studies, {s['examples']} slices in {s['shards']} shards")
+    lines.append(f"  degradation: {json.dumps(info['degradation'], sort_keys=True)}")
+    lines += [f"  problem: {p}" for p in info["problems"]]
+    return "\n".join(lines)

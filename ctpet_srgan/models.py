@@ -1,0 +1,199 @@
+"""Generator and discriminator of the CT-guided PET SRGAN (Keras 3, fully convolutional).
+
+All images are in normalised units (see `ctpet_srgan.normalization`): PET = SUVbw / 10, CT = (HU + 1000) / 2000.
+Custom layers are registered under the package "ctpet_srgan" and no Lambda layer is used, so a saved
+`.keras` file loads with `keras.saving.load_model(path, safe_mode=True)` after `import ctpet_srgan.models`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+CT_MODES = ("s2d", "lr", "none")
+
+
+@keras.saving.register_keras_serializable(package="ctpet_srgan")
+class SubPixel(layers.Layer):
+    """Sub-pixel convolution shuffle: [B, h, w, C*r*r] -> [B, h*r, w*r, C] (tf.nn.depth_to_space)."""
+
+    def __init__(self, factor: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = int(factor)
+
+    def call(self, x):
+        return tf.nn.depth_to_space(x, self.factor)
+
+    def compute_output_shape(self, s):
+        r = self.factor
+        mul = lambda d: None if d is None else d * r  # noqa: E731
+        return (s[0], mul(s[1]), mul(s[2]), s[3] // (r * r))
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="ctpet_srgan")
+class SpaceToDepth(layers.Layer):
+    """Folds an HR image onto the LR grid: [B, h*r, w*r, C] -> [B, h, w, C*r*r] (tf.nn.space_to_depth)."""
+
+    def __init__(self, factor: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = int(factor)
+
+    def call(self, x):
+        return tf.nn.space_to_depth(x, self.factor)
+
+    def compute_output_shape(self, s):
+        r = self.factor
+        div = lambda d: None if d is None else d // r  # noqa: E731
+        return (s[0], div(s[1]), div(s[2]), s[3] * r * r)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="ctpet_srgan")
+class BilinearUpsample(layers.Layer):
+    """Bilinear resize by an integer factor: [B, h, w, C] -> [B, h*r, w*r, C] (tf.image.resize).
+
+    Used instead of keras' UpSampling2D(interpolation="bilinear"), which checks its target size with a
+    Python `if` and so cannot be traced with unknown h, w (as a serving signature needs)."""
+
+    def __init__(self, factor: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = int(factor)
+
+    def call(self, x):
+        hw = tf.shape(x)[1:3] * self.factor
+        return tf.cast(tf.image.resize(x, hw, method="bilinear"), x.dtype)
+
+    def compute_output_shape(self, s):
+        r = self.factor
+        mul = lambda d: None if d is None else d * r  # noqa: E731
+        return (s[0], mul(s[1]), mul(s[2]), s[3])
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig:
+    """scale: 2 or 4 (HR pixels per LR pixel along each axis); filters: trunk width; num_blocks: residual blocks;
+    ct_mode: "s2d" (HR CT folded onto the LR grid), "lr" (CT on the LR grid) or "none" (PET-only baseline)."""
+
+    scale: int = 2
+    filters: int = 64
+    num_blocks: int = 16
+    ct_mode: str = "s2d"
+
+    def __post_init__(self):
+        if self.scale not in (2, 4):
+            raise ValueError(f"scale must be 2 or 4 (x2 sub-pixel stages), got {self.scale}")
+        if self.ct_mode not in CT_MODES:
+            raise ValueError(f"ct_mode must be one of {CT_MODES}, got {self.ct_mode!r}")
+        if self.filters < 1 or self.num_blocks < 0:
+            raise ValueError(f"bad filters={self.filters} / num_blocks={self.num_blocks}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GeneratorConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def input_names(self) -> tuple[str, ...]:
+        return {"s2d": ("lr_pet", "hr_ct"), "lr": ("lr_pet", "lr_ct"), "none": ("lr_pet",)}[self.ct_mode]
+
+
+def _conv(filters: int, k: int, name: str, **kw) -> layers.Conv2D:
+    return layers.Conv2D(filters, k, padding="same", name=name, **kw)
+
+
+def _prelu(name: str) -> layers.PReLU:
+    # One slope per channel, shared over space, so the model stays fully convolutional.
+    return layers.PReLU(shared_axes=[1, 2], name=name)
+
+
+def build_generator(cfg: GeneratorConfig) -> keras.Model:
+    """Dual-encoder SRResNet generator.
+
+    PET encoder (conv 9x9 + PReLU) on lr_pet; CT encoder (separate weights) on lr_ct ("lr") or on the HR CT
+    folded onto the LR grid by space-to-depth ("s2d"); merge = concatenation + 1x1 conv; a trunk of residual blocks
+    with a long skip. The blocks have NO batch normalisation: EDSR (Lim et al. 2017) and ESRGAN (Wang et al. 2018)
+    showed BN hurts SR quality (it normalises away the absolute intensity that PET SUVs carry) and batch statistics
+    make multi-replica and resumed training depend on the per-replica batch. Then per x2 stage conv -> SubPixel(2)
+    -> PReLU, and separate heads for PET and CT. Global residual: sr_pet = head + bilinear(lr_pet); sr_ct = head +
+    bilinear(lr_ct) ("lr") or + hr_ct ("s2d"); the heads start at zero, so training starts from interpolation.
+    Heads and residual adds are float32 under mixed precision.
+    Inputs: dict of [B, h, w, 1] (lr_*) / [B, h*s, w*s, 1] (hr_ct); outputs {'sr_pet', 'sr_ct'} [B, h*s, w*s, 1].
+    """
+    s, f = cfg.scale, cfg.filters
+    inputs = {"lr_pet": keras.Input((None, None, 1), name="lr_pet")}
+    x = _prelu("pet_enc_prelu")(_conv(f, 9, "pet_enc_conv")(inputs["lr_pet"]))
+    if cfg.ct_mode != "none":
+        if cfg.ct_mode == "s2d":
+            inputs["hr_ct"] = keras.Input((None, None, 1), name="hr_ct")
+            ct_in = SpaceToDepth(s, name="ct_space_to_depth")(inputs["hr_ct"])
+        else:
+            inputs["lr_ct"] = keras.Input((None, None, 1), name="lr_ct")
+            ct_in = inputs["lr_ct"]
+        c = _prelu("ct_enc_prelu")(_conv(f, 9, "ct_enc_conv")(ct_in))
+        x = _conv(f, 1, "merge_conv")(layers.Concatenate(name="merge_concat")([x, c]))
+    skip = x
+    for i in range(cfg.num_blocks):
+        y = _prelu(f"res{i}_prelu")(_conv(f, 3, f"res{i}_conv1")(x))
+        y = _conv(f, 3, f"res{i}_conv2")(y)
+        x = layers.Add(name=f"res{i}_add")([x, y])
+    x = layers.Add(name="long_skip")([skip, _conv(f, 3, "trunk_conv")(x)])
+    for i in range(int(math.log2(s))):
+        x = _conv(4 * f, 3, f"up{i}_conv")(x)
+        x = _prelu(f"up{i}_prelu")(SubPixel(2, name=f"up{i}_shuffle")(x))
+
+    def head(name: str, base):
+        # Zero-initialised head: an untrained generator returns the interpolated input (training starts there).
+        y = _conv(1, 9, f"{name}_head", dtype="float32", kernel_initializer="zeros")(x)
+        return layers.Add(name=name, dtype="float32")([y, base])
+
+    def bilinear(t, name):
+        return BilinearUpsample(s, name=name, dtype="float32")(t)
+
+    outputs = {"sr_pet": head("sr_pet", bilinear(inputs["lr_pet"], "lr_pet_bilinear"))}
+    if cfg.ct_mode == "s2d":
+        outputs["sr_ct"] = head("sr_ct", inputs["hr_ct"])
+    elif cfg.ct_mode == "lr":
+        outputs["sr_ct"] = head("sr_ct", bilinear(inputs["lr_ct"], "lr_ct_bilinear"))
+    return keras.Model(inputs, outputs, name=f"generator_x{s}_{cfg.ct_mode}")
+
+
+def build_discriminator(filters: int = 64, num_stages: int = 4) -> keras.Model:
+    """SRGAN-style discriminator judging HR PET with its HR CT as context.
+
+    Inputs {'pet', 'ct'}: [B, H, W, 1] (normalised). conv3 + LeakyReLU(0.2), then `num_stages` stages of
+    (conv3 stride 1 [from stage 2], conv3 stride 2) with filters doubling per stage (64..512 as in SRGAN), global
+    average pooling (so any patch size works), Dense(16*filters) + LeakyReLU, Dense(1) -> logits [B, 1] (float32).
+    No batch normalisation (per-replica statistics would make the distributed and single-device runs differ).
+    """
+    pet = keras.Input((None, None, 1), name="pet")
+    ct = keras.Input((None, None, 1), name="ct")
+    x = layers.Concatenate(name="pet_ct")([pet, ct])
+    act = lambda i: layers.LeakyReLU(0.2, name=f"d_lrelu{i}")  # noqa: E731
+    x = act(0)(_conv(filters, 3, "d_conv0")(x))
+    n = 1
+    for stage in range(num_stages):
+        width = filters * 2**stage
+        if stage > 0:
+            x = act(n)(_conv(width, 3, f"d_conv{n}")(x))
+            n += 1
+        x = act(n)(_conv(width, 3, f"d_conv{n}", strides=2)(x))
+        n += 1
+    x = layers.GlobalAveragePooling2D(name="d_pool")(x)
+    x = layers.LeakyReLU(0.2, name="d_dense_lrelu")(layers.Dense(16 * filters, name="d_dense")(x))
+    logits = layers.Dense(1, name="d_logits", dtype="float32")(x)
+    return keras.Model({"pet": pet, "ct": ct}, logits, name="discriminator")

@@ -1,0 +1,125 @@
+"""Generator / discriminator: shapes, parameter counts, interpolation start, mixed precision, safe_mode reload."""
+
+import numpy as np
+import pytest
+
+import keras
+import tensorflow as tf
+
+from ctpet_srgan.models import GeneratorConfig, build_discriminator, build_generator
+
+
+def _conv(k, cin, cout):
+    return k * k * cin * cout + cout
+
+
+def expected_generator_params(scale, f, blocks, ct_mode):
+    """Parameter count written out from the architecture description (independent of the Keras code)."""
+    n = _conv(9, 1, f) + f  # PET encoder conv + PReLU
+    if ct_mode != "none":
+        n += _conv(9, scale * scale if ct_mode == "s2d" else 1, f) + f  # CT encoder
+        n += _conv(1, 2 * f, f)  # merge
+    n += blocks * (2 * _conv(3, f, f) + f) + _conv(3, f, f)  # residual blocks + trunk conv
+    n += int(np.log2(scale)) * (_conv(3, f, 4 * f) + f)  # x2 stages: conv, sub-pixel, PReLU
+    n += _conv(9, f, 1) * (1 if ct_mode == "none" else 2)  # heads
+    return n
+
+
+def _inputs(cfg, h=6, w=5, b=2, seed=0):
+    rng = np.random.default_rng(seed)
+    s = cfg.scale
+    all_in = {"lr_pet": rng.random((b, h, w, 1)), "lr_ct": rng.random((b, h, w, 1)),
+              "hr_ct": rng.random((b, h * s, w * s, 1))}
+    return {k: all_in[k].astype("float32") for k in cfg.input_names()}
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.parametrize("ct_mode", ["s2d", "lr", "none"])
+def test_generator_shapes_and_parameter_counts(scale, ct_mode):
+    cfg = GeneratorConfig(scale=scale, filters=8, num_blocks=2, ct_mode=ct_mode)
+    g = build_generator(cfg)
+    assert g.count_params() == expected_generator_params(scale, 8, 2, ct_mode)
+    out = g(_inputs(cfg, h=6, w=5))
+    assert set(out) == ({"sr_pet"} if ct_mode == "none" else {"sr_pet", "sr_ct"})
+    for v in out.values():
+        assert tuple(v.shape) == (2, 6 * scale, 5 * scale, 1)
+    # fully convolutional: another size works with the same model
+    assert tuple(g(_inputs(cfg, h=3, w=7, b=1))["sr_pet"].shape) == (1, 3 * scale, 7 * scale, 1)
+
+
+def test_full_size_srgan_generator_parameter_count():
+    cfg = GeneratorConfig(scale=4, filters=64, num_blocks=16, ct_mode="none")
+    # SRResNet x4 without batch norm: ~1.5 M parameters (SRGAN paper's generator has 1.55 M with BN)
+    n = build_generator(cfg).count_params()
+    assert n == expected_generator_params(4, 64, 16, "none")
+    assert 1.4e6 < n < 1.6e6
+
+
+def test_untrained_generator_starts_from_interpolation():
+    cfg = GeneratorConfig(scale=2, filters=8, num_blocks=1, ct_mode="s2d")
+    x = _inputs(cfg, h=8, w=8)
+    out = build_generator(cfg)(x)
+    bilinear = tf.image.resize(x["lr_pet"], (16, 16), method="bilinear")
+    np.testing.assert_allclose(out["sr_pet"].numpy(), bilinear.numpy(), atol=1e-6)
+    np.testing.assert_allclose(out["sr_ct"].numpy(), x["hr_ct"], atol=1e-6)
+
+
+def test_ct_input_changes_pet_output_only_with_ct_branch():
+    cfg = GeneratorConfig(scale=2, filters=8, num_blocks=1, ct_mode="lr")
+    g = build_generator(cfg)
+    for w in g.get_layer("sr_pet_head").weights:  # non-zero head so the trunk reaches the output
+        w.assign(tf.random.normal(w.shape, stddev=0.1, seed=1))
+    x = _inputs(cfg)
+    y = dict(x, lr_ct=x["lr_ct"] + 0.5)
+    assert not np.allclose(g(x)["sr_pet"], g(y)["sr_pet"])
+
+
+def test_mixed_precision_outputs_are_float32():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        cfg = GeneratorConfig(scale=2, filters=8, num_blocks=1, ct_mode="s2d")
+        out = build_generator(cfg)(_inputs(cfg))
+        d = build_discriminator(filters=4, num_stages=2)
+        logits = d({"pet": out["sr_pet"], "ct": out["sr_ct"]})
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert out["sr_pet"].dtype == tf.float32 and out["sr_ct"].dtype == tf.float32
+    assert logits.dtype == tf.float32
+
+
+@pytest.mark.parametrize("size", [16, 24, 40])
+def test_discriminator_any_patch_size(size):
+    d = build_discriminator(filters=4, num_stages=3)
+    x = {"pet": np.zeros((3, size, size, 1), "float32"), "ct": np.ones((3, size, size, 1), "float32")}
+    assert tuple(d(x).shape) == (3, 1)
+
+
+def test_discriminator_uses_ct_context():
+    d = build_discriminator(filters=4, num_stages=2)
+    rng = np.random.default_rng(0)
+    pet = rng.random((2, 16, 16, 1)).astype("float32")
+    a = d({"pet": pet, "ct": np.zeros_like(pet)})
+    b = d({"pet": pet, "ct": rng.random(pet.shape).astype("float32")})
+    assert not np.allclose(a, b)
+
+
+def test_saved_generator_reloads_with_safe_mode(tmp_path):
+    cfg = GeneratorConfig(scale=4, filters=8, num_blocks=1, ct_mode="s2d")
+    g = build_generator(cfg)
+    for w in g.weights:
+        w.assign(tf.random.normal(w.shape, stddev=0.05, seed=2))
+    x = _inputs(cfg)
+    path = tmp_path / "g.keras"
+    g.save(path)
+    g2 = keras.saving.load_model(path, safe_mode=True)
+    for k, v in g(x).items():
+        np.testing.assert_allclose(g2(x)[k].numpy(), v.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_generator_config_round_trip_and_validation():
+    cfg = GeneratorConfig(scale=4, filters=16, num_blocks=3, ct_mode="lr")
+    assert GeneratorConfig.from_dict({**cfg.to_dict(), "unrelated": 1}) == cfg
+    with pytest.raises(ValueError, match="scale"):
+        GeneratorConfig(scale=3)
+    with pytest.raises(ValueError, match="ct_mode"):
+        GeneratorConfig(ct_mode="hr")

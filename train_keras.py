@@ -1,0 +1,177 @@
+"""Trains the CT-guided PET SRGAN: `python train_keras.py --flagfile=flags/gpu.cfg`.
+
+Two phases in one run (--pretrain_steps with the pixel loss, then --gan_steps), on the strategy chosen by --strategy
+(auto: MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy over local GPUs, else one device).
+Writes --model_dir/run_config.json, ckpt/, logs/ (TensorBoard), best_generator.keras and generator.keras.
+SIGTERM/SIGINT save a checkpoint at the next step boundary and exit with status 128+signal; --resume continues.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from absl import app, flags
+
+F = flags.FLAGS
+flags.DEFINE_string("data_dir", None, "Prepared data set (manifest.json + shards), from `python -m data_prep convert`.")
+flags.DEFINE_string("model_dir", None, "Output directory (checkpoints, logs, run_config.json, *.keras).")
+flags.DEFINE_boolean("prepare_demo_data", False, "Create the phantom demo set in --data_dir if it has no"
+                     " manifest.json.")
+flags.DEFINE_integer("demo_cases", 8, "Phantom studies for --prepare_demo_data.")
+flags.DEFINE_integer("demo_seed", 0, "Seed of the phantom studies for --prepare_demo_data.")
+flags.DEFINE_integer("demo_scale", 2, "Super-resolution factor of the demo set (2 or 4).")
+# Model
+flags.DEFINE_enum("ct_mode", "s2d", ["s2d", "lr", "none"], "CT branch: HR CT space-to-depth, LR CT, or none"
+                  " (PET-only).")
+flags.DEFINE_integer("filters", 64, "Generator width.")
+flags.DEFINE_integer("num_blocks", 16, "Generator residual blocks.")
+flags.DEFINE_integer("d_filters", 64, "Discriminator base width.")
+# Optimisation
+flags.DEFINE_integer("batch_size", 16, "GLOBAL batch size (all replicas).")
+flags.DEFINE_integer("patch_size", 24, "LR patch size in pixels (HR patch = patch_size * scale).")
+flags.DEFINE_integer("val_batch_size", 4, "Validation batch size (whole slices).")
+flags.DEFINE_integer("pretrain_steps", 1000, "Steps with the pixel loss only (SRResNet pre-training).")
+flags.DEFINE_integer("gan_steps", 1000, "Adversarial steps after pre-training.")
+flags.DEFINE_float("g_lr", 1e-4, "Generator learning rate.")
+flags.DEFINE_float("d_lr", 1e-4, "Discriminator learning rate.")
+flags.DEFINE_float("lr_decay_factor", 0.1, "Learning rates are multiplied by this half-way through the GAN phase.")
+# Losses
+flags.DEFINE_enum("pixel_loss", "l1", ["l1", "mse"], "Pixel loss.")
+flags.DEFINE_float("pixel_weight", None, "Pixel-loss weight in the GAN phase (default: 0 with VGG, as in SRGAN).")
+flags.DEFINE_enum("content_loss", "vgg", ["vgg", "none"], "GAN-phase content loss: VGG19 features, or none (pixel).")
+flags.DEFINE_float("content_weight", 1.0, "Content-loss weight.")
+flags.DEFINE_string("vgg_weights", "keras-cache", "VGG19 no-top weights: a file path, 'keras-cache'"
+                    " (~/.keras/models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5) or 'random' (tests only).")
+flags.DEFINE_string("vgg_layer", "block5_conv4", "VGG19 layer of the content loss (e.g. block2_conv2, block5_conv4).")
+flags.DEFINE_boolean("vgg_before_activation", True, "VGG features before the ReLU (ESRGAN) instead of after (SRGAN).")
+flags.DEFINE_enum("adv_loss", "standard", ["standard", "relativistic"], "Adversarial loss.")
+flags.DEFINE_float("adv_weight", 1e-3, "Adversarial weight (SRGAN: 1e-3).")
+flags.DEFINE_float("ct_weight", 0.5, "Weight of the CT output's losses relative to PET.")
+# Run
+flags.DEFINE_boolean("resume", False, "Continue from the latest checkpoint in --model_dir.")
+flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "multiworker", "tpu"], "tf.distribute strategy.")
+flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
+flags.DEFINE_enum("mixed_precision", "", ["", "mixed_float16", "mixed_bfloat16"], "Keras mixed-precision policy.")
+flags.DEFINE_boolean("xla", False, "XLA-compile the loss/gradient computation.")
+flags.DEFINE_boolean("deterministic", False, "Deterministic ops and data order (slower).")
+flags.DEFINE_boolean("cache", False, "Keep parsed training slices in memory.")
+flags.DEFINE_integer("seed", 0, "Seed of weights and data order.")
+flags.DEFINE_enum("data_resume", "skip", ["skip", "reseed"], "On --resume, skip the batches already used (exact"
+                  " continuation with --deterministic; re-reads them) or restart the data stream with a seed derived"
+                  " from (seed, step) (instant; use for very long runs).")
+flags.DEFINE_integer("checkpoint_every", 500, "Checkpoint every N steps (and at the end, and on SIGTERM/SIGINT).")
+flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.")
+flags.DEFINE_integer("log_every", 50, "Progress line and TensorBoard scalars every N steps.")
+flags.DEFINE_integer("eval_every", 500, "Validation (PSNR/SSIM, image panels, best model) every N steps.")
+flags.DEFINE_integer("eval_batches", 8, "Validation batches per evaluation (0: all).")
+flags.mark_flags_as_required(["data_dir", "model_dir"])
+
+log = logging.getLogger("train_keras")
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def main(argv):
+    del argv
+    try:
+        _main()
+    except (FileNotFoundError, FileExistsError) as e:  # missing VGG weights / data set, or an existing run
+        sys.exit(f"train_keras: {e}")
+
+
+def _main():
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import tensorflow as tf
+
+    from ctpet_srgan import training
+
+    strategy = training.make_strategy(F.strategy, F.tpu)  # first: MultiWorkerMirroredStrategy must come first
+    if F.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    import keras
+
+    if F.mixed_precision:
+        keras.mixed_precision.set_global_policy(F.mixed_precision)
+    from ctpet_srgan import pipeline, vgg
+    from ctpet_srgan.models import GeneratorConfig
+
+    cfg = training.TrainConfig(
+        batch_size=F.batch_size, patch_size=F.patch_size, val_batch_size=F.val_batch_size,
+        pretrain_steps=F.pretrain_steps, gan_steps=F.gan_steps, g_lr=F.g_lr, d_lr=F.d_lr,
+        lr_decay_factor=F.lr_decay_factor, pixel_loss=F.pixel_loss, pixel_weight=F.pixel_weight,
+        content_loss=F.content_loss, content_weight=F.content_weight, vgg_weights=F.vgg_weights,
+        vgg_layer=F.vgg_layer, vgg_before_activation=F.vgg_before_activation, adv_loss=F.adv_loss,
+        adv_weight=F.adv_weight, ct_weight=F.ct_weight, d_filters=F.d_filters, checkpoint_every=F.checkpoint_every,
+        keep_checkpoints=F.keep_checkpoints, log_every=F.log_every, eval_every=F.eval_every,
+        eval_batches=F.eval_batches, seed=F.seed, jit_compile=F.xla, mixed_precision=F.mixed_precision,
+        data_resume=F.data_resume)
+
+    # VGG first, so that a missing weight file fails before any data preparation or training.
+    vgg_model, vgg_label, vgg_key = None, "none (pixel + adversarial losses only)", "none"
+    if cfg.content_loss == "vgg" and cfg.gan_steps > 0:
+        with strategy.scope():
+            vgg_model, vgg_label = vgg.load_vgg_features(cfg.vgg_weights, cfg.vgg_layer, cfg.vgg_before_activation)
+        vgg_key = vgg.RUN_CONFIG_KEY[vgg_label]
+        if vgg_key == "random":
+            log.warning("VGG19 has %s: the content loss is NOT a perceptual loss", vgg_label)
+
+    if F.prepare_demo_data:
+        from data_prep.demo import ensure_demo_data
+
+        ensure_demo_data(F.data_dir, cases=F.demo_cases, seed=F.demo_seed, scale=F.demo_scale)
+    info = pipeline.dataset_info(F.data_dir)
+    gen_cfg = GeneratorConfig(scale=info["scale"], filters=F.filters, num_blocks=F.num_blocks, ct_mode=F.ct_mode)
+    run_config = {
+        "generator": gen_cfg.to_dict(),
+        "normalization": info["normalization"].to_dict(),
+        "scale": info["scale"],
+        "hr_spacing_mm": info["hr_spacing_mm"],
+        "lr_spacing_mm": info["lr_spacing_mm"],
+        "data_dir": str(Path(F.data_dir).resolve()),
+        "steps": {"pretrain": cfg.pretrain_steps, "gan": cfg.gan_steps},
+        "git_commit": _git_commit(),
+        "vgg": vgg_key,
+        "train": cfg.to_dict(),
+    }
+    prev = Path(F.model_dir) / "run_config.json"
+    if F.resume and prev.exists():
+        import json
+
+        old = json.loads(prev.read_text())
+        if old.get("generator") != run_config["generator"] or old.get("scale") != run_config["scale"]:
+            raise SystemExit(f"{prev}: the checkpointed model is {old.get('generator')}, these flags ask for"
+                             f" {run_config['generator']}; use the same model flags to --resume")
+
+    def train_ds(seed: int):
+        ds = pipeline.make_dataset(F.data_dir, "train", batch_size=cfg.batch_size, patch_size=cfg.patch_size,
+                                   training=True, seed=seed, deterministic=F.deterministic, repeat=True,
+                                   cache=F.cache)
+        return ds
+
+    has_val = info["examples"].get("val", 0) > 0
+    val_ds = (lambda: pipeline.make_dataset(F.data_dir, "val", batch_size=cfg.val_batch_size)) if has_val else None
+    trainer = training.Trainer(gen_cfg=gen_cfg, cfg=cfg, model_dir=F.model_dir, strategy=strategy,
+                               train_dataset_fn=train_ds, val_dataset_fn=val_ds, run_config=run_config,
+                               resume=F.resume, vgg=vgg_model, vgg_label=vgg_label,
+                               normalization=info["normalization"].to_dict())
+    trainer.install_signal_handlers()
+    try:
+        metrics = trainer.fit()
+    except training.Interrupted as e:
+        print(f"train_keras: {e}", file=sys.stderr, flush=True)
+        sys.exit(128 + e.signum)
+    print("train_keras: done; final validation " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

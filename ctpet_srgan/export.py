@@ -1,0 +1,156 @@
+"""SavedModel export for TF Serving: physical units in and out, normalisation inside the graph.
+
+Layout: ROOT/<model_name>/<version>/{saved_model.pb, variables/, assets/metadata.json}, written into a
+hidden temporary folder beside the version folder and renamed into place, so TF Serving (which watches
+ROOT/<model_name>/ for integer folders) never sees a half-written version.
+
+Signature `serving_default`:
+  inputs  pet: float32 [batch, h, w, 1] LR PET in SUVbw;
+          ct:  float32 [batch, h*scale, w*scale, 1] HR CT in HU (ct_input "hr"), or [batch, h, w, 1] (ct_input
+               "lr"); absent for a PET-only model.
+  outputs sr_pet: float32 [batch, h*scale, w*scale, 1] SUVbw; sr_ct: same shape, HU (absent for PET-only).
+Built from a plain tf.Module + tf.function (only built-in TensorFlow ops), not keras' ExportArchive.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ctpet_srgan.atomic import write_json_atomic
+from ctpet_srgan.normalization import Normalization
+
+CT_INPUT_OF_MODE = {"s2d": "hr", "lr": "lr", "none": None}
+_META_KEYS = ("scale", "hr_spacing_mm", "lr_spacing_mm", "normalization", "data_dir", "steps", "git_commit", "vgg",
+              "generator", "demo", "label")
+
+
+def build_serving_module(model, normalization: Normalization, scale: int, ct_input: str | None):
+    """tf.Module whose `serve` maps HU / SUV inputs to HU / SUV outputs through the (normalised) `model`."""
+    import tensorflow as tf
+
+    norm = normalization
+    s = int(scale)
+    ct_key = {"hr": "hr_ct", "lr": "lr_ct", None: None}[ct_input]
+    spec = tf.TensorSpec([None, None, None, 1], tf.float32)
+
+    def checked(x, name: str, want: str, expect_hw=None):
+        """x after run-time shape checks that the model's ops depend on.
+
+        tf.ensure_shape checks rank and channels when the request runs (tf.debugging.assert_rank would be decided
+        at trace time from the signature): a wrong rank must fail the request, not reach a kernel that aborts."""
+        msg = f"{name} must be {want}"
+        x = tf.ensure_shape(x, [None, None, None, 1], name=f"check_{name}")
+        shape = tf.shape(x)
+        checks = [tf.debugging.assert_positive(shape[1:3], message=msg)]
+        if expect_hw is not None:
+            checks.append(tf.debugging.assert_equal(shape[:3], expect_hw, message=msg))
+        with tf.control_dependencies(checks):
+            return tf.identity(x)
+
+    def run(pet, ct):
+        pet = checked(pet, "pet", "[batch, h, w, 1] float32 SUVbw with h, w >= 1")
+        inputs = {"lr_pet": norm.pet_to_norm(pet)}
+        if ct_key is not None:
+            f = s if ct_input == "hr" else 1
+            want = f"[batch, h*{s}, w*{s}, 1]" if f > 1 else "[batch, h, w, 1]"
+            ct = checked(ct, "ct", f"{want} float32 HU where pet is [batch, h, w, 1]", tf.shape(pet)[:3] * [1, f, f])
+            inputs[ct_key] = norm.ct_to_norm(ct, clip_fn=tf.clip_by_value)
+        out = model(inputs, training=False)
+        res = {"sr_pet": tf.identity(norm.pet_from_norm(tf.cast(out["sr_pet"], tf.float32)), name="sr_pet")}
+        if "sr_ct" in out:
+            res["sr_ct"] = tf.identity(norm.ct_from_norm(tf.cast(out["sr_ct"], tf.float32)), name="sr_ct")
+        return res
+
+    module = tf.Module()
+    # the tf.Variables behind the Keras variables (tracking the Keras wrappers leaves them out of the TF1
+    # restore path that saved_model_cli run and TF Serving use)
+    module.net_variables = [v.value for v in model.variables]
+    if ct_input is None:
+
+        def serve(pet):
+            return run(pet, None)
+
+        module.serve = tf.function(serve, input_signature=[spec])
+    else:
+
+        def serve(pet, ct):  # noqa: F811 (argument names are the signature's input names)
+            return run(pet, ct)
+
+        module.serve = tf.function(serve, input_signature=[spec, spec])
+    return module
+
+
+def export_metadata(run_config: dict[str, Any], ct_input: str | None) -> dict[str, Any]:
+    """assets/metadata.json: what a client needs to feed the export (grid, units, normalisation, provenance)."""
+    meta = {k: run_config[k] for k in _META_KEYS if k in run_config}
+    scale = int(run_config.get("scale") or run_config["generator"]["scale"])
+    meta.update(
+        scale=scale,
+        ct_input=ct_input,
+        inputs={"pet": f"float32 [batch, h, w, 1], LR PET in SUVbw on a grid of lr_spacing_mm"},
+        outputs={"sr_pet": f"float32 [batch, h*{scale}, w*{scale}, 1], SUVbw on a grid of hr_spacing_mm"},
+        framework="ctpet-srgan",
+    )
+    if ct_input == "hr":
+        meta["inputs"]["ct"] = f"float32 [batch, h*{scale}, w*{scale}, 1], CT in HU on the HR grid"
+    elif ct_input == "lr":
+        meta["inputs"]["ct"] = "float32 [batch, h, w, 1], CT in HU on the LR grid"
+    if ct_input is not None:
+        meta["outputs"]["sr_ct"] = f"float32 [batch, h*{scale}, w*{scale}, 1], CT in HU on the HR grid"
+    return meta
+
+
+def export_savedmodel(
+    model,
+    run_config: dict[str, Any],
+    export_root: str | os.PathLike,
+    model_name: str,
+    version: int,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Writes ROOT/model_name/version atomically and returns that folder.
+
+    `model`: a Keras generator in normalised units; `run_config`: the run_config.json dict (scale,
+    normalization, spacings, data_dir, steps, git_commit). Refuses an existing version unless `overwrite`.
+    """
+    import tensorflow as tf
+
+    version = int(version)
+    if version < 1:
+        raise ValueError(f"version must be a positive integer, got {version}")
+    if not model_name or os.sep in model_name or model_name.startswith("."):
+        raise ValueError(f"model_name must be a plain folder name, got {model_name!r}")
+    names = set(model.input_names if hasattr(model, "input_names") else [])
+    names = names or set(model.input.keys() if isinstance(model.input, dict) else [])
+    ct_input = "hr" if "hr_ct" in names else "lr" if "lr_ct" in names else None
+    mode = (run_config.get("generator") or {}).get("ct_mode")
+    if mode is not None and CT_INPUT_OF_MODE.get(mode, "?") != ct_input:
+        raise ValueError(f"run_config ct_mode {mode!r} does not match the model's inputs {sorted(names)}")
+    meta = export_metadata(run_config, ct_input)
+    norm = Normalization.from_dict(run_config.get("normalization") or {})
+    final = Path(export_root) / model_name / str(version)
+    if final.exists() and not overwrite:
+        raise FileExistsError(f"{final}: version {version} exists (pass --overwrite to replace it)")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".tmp", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the server may run as another user
+    try:
+        module = build_serving_module(model, norm, meta["scale"], ct_input)
+        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+        write_json_atomic(tmp / "assets" / "metadata.json", meta)
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{version}.old.", dir=final.parent))
+            os.replace(final, old / "v")
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final

@@ -1,0 +1,376 @@
+"""Running a trained generator on images in physical units (PET in SUVbw, CT in HU).
+
+`load_predictor(path)` accepts a model directory written by train_keras.py (run_config.json beside
+best_generator.keras / generator.keras, or only ckpt/), a `.keras` file beside a run_config.json, a
+SavedModel export (a version folder, or its parent: the highest integer version is taken), or None for
+the bundled phantom-trained demo model (not for clinical use).
+
+`Predictor.predict` runs 2-D slices in batches and, for slices larger than `tile` LR pixels, in
+overlapping tiles whose overlap is cropped (seams cut mid-band), so memory stays bounded whatever the
+slice size.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from ctpet_srgan.geometry import Volume
+from ctpet_srgan.normalization import Normalization
+
+DEMO_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "demo_model"
+DEMO_LABEL = "phantom-trained demo model, not for clinical use"
+_CT_INPUT = {"s2d": "hr", "lr": "lr", "none": None}
+
+# raw(pet_suv [B,h,w,1] float32, ct_hu [B,H,W,1] | [B,h,w,1] | None) -> (sr_pet SUV, sr_ct HU | None), [B,H,W,1]
+RawFn = Callable[[np.ndarray, "np.ndarray | None"], "tuple[np.ndarray, np.ndarray | None]"]
+
+
+class Predictor:
+    """A generator behind a physical-units interface.
+
+    scale: HR/LR in-plane factor; ct_input: "hr" (model takes the HR CT), "lr" (LR CT) or None (PET only);
+    metadata: the run_config.json / assets/metadata.json of the model, plus "source" and "format".
+    """
+
+    def __init__(self, raw: RawFn, *, scale: int, ct_input: str | None, metadata: dict[str, Any]):
+        self._raw = raw
+        self.scale = int(scale)
+        self.ct_input = ct_input
+        self.metadata = metadata
+
+    @property
+    def is_demo(self) -> bool:
+        """True for the bundled phantom-trained demo model."""
+        return bool(self.metadata.get("demo"))
+
+    def predict(
+        self,
+        lr_pet_suv: np.ndarray,
+        ct_hu: np.ndarray | None = None,
+        *,
+        batch_size: int = 8,
+        tile: int | None = 256,
+        overlap: int = 32,
+        progress: bool = False,
+    ) -> dict[str, np.ndarray]:
+        """LR PET (SUV) [B,h,w] (+ CT in HU [B,H,W] or [B,h,w]) -> {"sr_pet": SUV [B,H,W], "sr_ct": HU [B,H,W]}.
+
+        A single [h,w] slice gives [H,W] outputs. H = h*scale. The CT may be given on either grid: an HR
+        CT is block-averaged for a model that takes the LR CT; an LR CT for a model that needs the HR CT
+        is refused. `tile` is the LR tile edge (None: whole slices); neighbouring tiles share `overlap` LR
+        pixels and the seam is cut in the middle of that band (see `_tiles`). "sr_ct" is absent for a PET-only model.
+        """
+        pet = np.asarray(lr_pet_suv, np.float32)
+        single = pet.ndim == 2
+        if single:
+            pet = pet[None]
+        if pet.ndim != 3:
+            raise ValueError(f"lr_pet_suv must be [B, h, w] or [h, w] (SUV), got shape {np.shape(lr_pet_suv)}")
+        ct = self._prepare_ct(pet, ct_hu, single)
+        b, h, w = pet.shape
+        s = self.scale
+        out_pet = np.zeros((b, h * s, w * s), np.float32)
+        out_ct = np.zeros_like(out_pet)
+        has_ct_out = True
+        tiles = [(ty, tx) for ty in _tiles(h, tile, overlap) for tx in _tiles(w, tile, overlap)]
+        batches = [(t, i) for t in tiles for i in range(0, b, batch_size)]
+        it = _progress(batches, "batches" if len(tiles) == 1 else "tiles x batches") if progress else batches
+        f = s if self.ct_input == "hr" else 1
+        for ((y0, y1, oy0, oy1), (x0, x1, ox0, ox1)), i in it:
+            j = min(b, i + batch_size)
+            c = None if ct is None else ct[i:j, y0 * f : y1 * f, x0 * f : x1 * f, None]
+            sr_pet, sr_ct = self._raw(pet[i:j, y0:y1, x0:x1, None], c)
+            src = (slice(None), slice((oy0 - y0) * s, (oy1 - y0) * s), slice((ox0 - x0) * s, (ox1 - x0) * s), 0)
+            dst = (slice(i, j), slice(oy0 * s, oy1 * s), slice(ox0 * s, ox1 * s))
+            out_pet[dst] = np.asarray(sr_pet)[src]
+            if sr_ct is None:
+                has_ct_out = False
+            else:
+                out_ct[dst] = np.asarray(sr_ct)[src]
+        out = {"sr_pet": out_pet}
+        if has_ct_out:
+            out["sr_ct"] = out_ct
+        if single:
+            out = {k: v[0] for k, v in out.items()}
+        return out
+
+    def _prepare_ct(self, pet: np.ndarray, ct_hu, single: bool) -> np.ndarray | None:
+        if self.ct_input is None:
+            return None
+        if ct_hu is None:
+            raise ValueError(f"this model needs a CT (HU) on the {self.ct_input.upper()} grid")
+        ct = np.asarray(ct_hu, np.float32)
+        if single:
+            ct = ct[None]
+        b, h, w = pet.shape
+        s = self.scale
+        if ct.ndim != 3 or ct.shape[0] != b:
+            raise ValueError(f"ct_hu must be [B, H, W] like the PET's batch {b}, got shape {np.shape(ct_hu)}")
+        if ct.shape[1:] == (h * s, w * s):
+            if self.ct_input == "lr" and s > 1:
+                ct = ct.reshape(b, h, s, w, s).mean(axis=(2, 4))
+            return ct
+        if ct.shape[1:] == (h, w) and (self.ct_input == "lr" or s == 1):
+            return ct
+        want = f"[{b}, {h * s}, {w * s}]" + (f" or [{b}, {h}, {w}]" if self.ct_input == "lr" else "")
+        raise ValueError(f"ct_hu must be {want} (HU) for LR PET {list(pet.shape)} at scale {s}, got {list(ct.shape)}")
+
+    def predict_volume(
+        self,
+        pet: Volume,
+        ct: Volume | None = None,
+        *,
+        batch_size: int = 8,
+        tile: int | None = 256,
+        overlap: int = 32,
+        progress: bool = True,
+    ) -> tuple[Volume, Volume | None]:
+        """PET volume (SUVbw, the LR grid) + CT volume (HU, any grid overlapping it) -> (SR PET, SR CT).
+
+        The CT is resampled onto the HR grid (`hr_affine`) or the PET grid, as the model needs. The outputs
+        lie on the HR grid: same field of view and slices as the PET, in-plane spacing / scale.
+        """
+        from ctpet_srgan.geometry import resample
+
+        nk, nj, ni = pet.shape
+        s = self.scale
+        aff = hr_affine(pet.affine, s)
+        hr_shape = (nk, nj * s, ni * s)
+        ct_arr = None
+        if self.ct_input is not None:
+            if ct is None:
+                raise ValueError("this model needs a CT volume (HU)")
+            if self.ct_input == "hr":
+                ct_arr = resample(ct, aff, hr_shape).array
+            else:
+                ct_arr = resample(ct, pet.affine, pet.shape).array
+        out = self.predict(pet.array, ct_arr, batch_size=batch_size, tile=tile, overlap=overlap, progress=progress)
+        meta = dict(pet.meta)
+        meta["model"] = self.metadata.get("label", "ctpet-srgan")
+        sr_pet = Volume(out["sr_pet"], aff, "PT", "SUVbw", meta)
+        sr_ct = None
+        if "sr_ct" in out:
+            sr_ct = Volume(out["sr_ct"], aff.copy(), "CT", "HU", dict(ct.meta) if ct is not None else {})
+        return sr_pet, sr_ct
+
+
+def hr_affine(lr_affine: np.ndarray, scale: int) -> np.ndarray:
+    """Affine of the HR grid: each LR pixel split into scale x scale pixels, same field of view and slices.
+
+    HR index I maps to LR index (I - (scale-1)/2) / scale, so HR pixel centres tile each LR pixel.
+    """
+    a = np.asarray(lr_affine, float).copy()
+    off = -(scale - 1) / (2.0 * scale)
+    a[:3, 3] = a[:3, 3] + a[:3, 0] * off + a[:3, 1] * off
+    a[:3, 0] /= scale
+    a[:3, 1] /= scale
+    return a
+
+
+def _tiles(n: int, tile: int | None, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Splits an axis of n LR pixels into tiles: (start, stop, own_start, own_stop) each.
+
+    Neighbouring tiles share at least `overlap` pixels; each output pixel is taken from the one tile that
+    owns it (the cut lies in the middle of the shared band), so with overlap >= 2 x the generator's
+    receptive-field radius the stitched result equals whole-slice inference.
+    """
+    if tile is None or n <= tile:
+        return [(0, n, 0, n)]
+    if overlap >= tile:
+        raise ValueError(f"tile overlap ({overlap}) must be smaller than the tile ({tile})")
+    starts = list(range(0, n - tile, tile - overlap)) + [n - tile]
+    cuts = [0] + [(starts[t + 1] + starts[t] + tile) // 2 for t in range(len(starts) - 1)] + [n]
+    return [(a, a + tile, cuts[t], cuts[t + 1]) for t, a in enumerate(starts)]
+
+
+def _progress(items: list, what: str) -> Iterator:
+    """Yields `items`, drawing a text progress bar on stderr."""
+    n = len(items)
+    t0 = time.time()
+    for k, item in enumerate(items):
+        yield item
+        done = k + 1
+        bar = "#" * int(30 * done / n)
+        sys.stderr.write(f"\r[{bar:<30}] {done}/{n} {what} {time.time() - t0:.1f}s")
+        sys.stderr.flush()
+    sys.stderr.write("\n")
+
+
+# ---------------------------------------------------------------------------------------- loading
+
+
+def load_predictor(path: str | Path | None = None) -> Predictor:
+    """Loads a model for inference; see the module docstring for what `path` may be (None: demo model)."""
+    path = _resolve(path)
+    if path.is_dir():
+        sm = _savedmodel_dir(path)
+        if sm is not None:
+            return _load_savedmodel(sm)
+    model, cfg, source = load_generator(path)
+    return predictor_from_keras(model, cfg, source)
+
+
+def _resolve(path: str | Path | None) -> Path:
+    if path is None:
+        path = DEMO_MODEL_DIR
+        if not (path / "run_config.json").exists():
+            raise FileNotFoundError(
+                f"{path}: the bundled demo model is missing; build it with "
+                "`python tools/bundle_demo_model.py --model_dir RUN_DIR` or pass --model"
+            )
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model file or folder")
+    return path
+
+
+def load_generator(path: str | Path | None = None) -> tuple[Any, dict[str, Any], str]:
+    """(Keras generator in normalised units, run_config dict, source) from a model folder (run_config.json
+    with best_generator.keras, generator.keras or ckpt/) or a .keras file beside a run_config.json."""
+    path = _resolve(path)
+    if path.is_dir():
+        cfg_path = path / "run_config.json"
+        if cfg_path.exists():
+            for name in ("best_generator.keras", "generator.keras"):
+                if (path / name).exists():
+                    return _load_keras(path / name, cfg_path)
+            if (path / "ckpt").is_dir():
+                return _load_checkpoint(path / "ckpt", cfg_path)
+        raise ValueError(
+            f"{path}: not a model: expected run_config.json with generator.keras or ckpt/, "
+            "or a SavedModel (saved_model.pb, or integer version folders holding one)"
+        )
+    if path.suffix == ".keras":
+        cfg = path.parent / "run_config.json"
+        if not cfg.exists():
+            raise ValueError(f"{path}: no run_config.json beside it (needed for scale and normalisation)")
+        return _load_keras(path, cfg)
+    raise ValueError(f"{path}: not a model (.keras file, model folder or SavedModel folder)")
+
+
+def _savedmodel_dir(path: Path) -> Path | None:
+    """`path` itself if it holds saved_model.pb, else its highest integer version folder holding one."""
+    if (path / "saved_model.pb").exists():
+        return path
+    versions = [p for p in path.iterdir() if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").exists()]
+    return max(versions, key=lambda p: int(p.name)) if versions else None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable JSON ({e})") from e
+
+
+def _keras_raw(model, norm: Normalization, ct_key: str | None) -> RawFn:
+    """Wraps a Keras generator (normalised units) as a physical-units function."""
+    import tensorflow as tf
+
+
+    @tf.function(reduce_retracing=True)
+    def run(inputs):
+        return model(inputs, training=False)
+
+    def raw(pet, ct):
+        inputs = {"lr_pet": tf.constant(norm.pet_to_norm(pet), tf.float32)}
+        if ct_key is not None:
+            inputs[ct_key] = tf.constant(norm.ct_to_norm(ct), tf.float32)
+        out = run(inputs)
+        sr_pet = norm.pet_from_norm(out["sr_pet"].numpy())
+        sr_ct = norm.ct_from_norm(out["sr_ct"].numpy()) if "sr_ct" in out else None
+        return sr_pet, sr_ct
+
+    return raw
+
+
+def predictor_from_keras(model, run_config: dict[str, Any], source: str = "") -> Predictor:
+    """A Predictor around an in-memory Keras generator and its run_config (scale, normalisation)."""
+    names = _input_names(model)
+    ct_key = "hr_ct" if "hr_ct" in names else "lr_ct" if "lr_ct" in names else None
+    ct_input = {"hr_ct": "hr", "lr_ct": "lr", None: None}[ct_key]
+    gen = run_config.get("generator") or {}
+    if "ct_mode" in gen and _CT_INPUT.get(gen["ct_mode"], "?") != ct_input:
+        raise ValueError(f"{source}: run_config ct_mode {gen['ct_mode']!r} does not match model inputs {names}")
+    scale = int(run_config.get("scale") or gen.get("scale") or 0)
+    if scale < 1:
+        raise ValueError(f"{source}: run_config has no scale")
+    norm = Normalization.from_dict(run_config.get("normalization") or {})
+    meta = dict(run_config)
+    meta.update(source=source, format="keras", ct_input=ct_input)
+    return Predictor(_keras_raw(model, norm, ct_key), scale=scale, ct_input=ct_input, metadata=meta)
+
+
+def _input_names(model) -> list[str]:
+    inputs = model.inputs
+    if isinstance(inputs, dict):
+        return list(inputs)
+    return [t.name.split(":")[0] for t in inputs] if isinstance(inputs, (list, tuple)) else [inputs.name]
+
+
+def _import_models() -> None:
+    """Registers the project's custom layers (needed before loading a .keras file)."""
+    try:
+        import ctpet_srgan.models  # noqa: F401
+    except ModuleNotFoundError as e:
+        if e.name != "ctpet_srgan.models":
+            raise
+
+
+def _load_keras(path: Path, config_path: Path) -> tuple[Any, dict[str, Any], str]:
+    import keras
+
+    _import_models()
+    cfg = _read_json(config_path)
+    try:
+        model = keras.saving.load_model(str(path), safe_mode=True, compile=False)
+    except Exception as e:  # keras raises many types for a corrupt or foreign file
+        raise ValueError(f"{path}: cannot load the Keras model ({type(e).__name__}: {e})") from e
+    return model, cfg, str(path)
+
+
+def _load_checkpoint(ckpt_dir: Path, config_path: Path) -> tuple[Any, dict[str, Any], str]:
+    import tensorflow as tf
+
+    from ctpet_srgan import models
+
+    cfg = _read_json(config_path)
+    model = models.build_generator(models.GeneratorConfig.from_dict(cfg["generator"]))
+    latest = tf.train.latest_checkpoint(str(ckpt_dir))
+    if latest is None:
+        raise ValueError(f"{ckpt_dir}: no checkpoint found")
+    try:  # the training checkpoint names the generator "generator" (ctpet_srgan.training.Trainer)
+        tf.train.Checkpoint(generator=model).restore(latest).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError) as e:
+        raise ValueError(f"{latest}: the checkpoint holds no generator matching run_config ({e})"[:500]) from e
+    return model, cfg, latest
+
+
+def _load_savedmodel(path: Path) -> Predictor:
+    import tensorflow as tf
+
+    meta_path = path / "assets" / "metadata.json"
+    if not meta_path.exists():
+        raise ValueError(f"{path}: SavedModel without assets/metadata.json (not a ctpet-srgan export)")
+    meta = _read_json(meta_path)
+    loaded = tf.saved_model.load(str(path))
+    fn = loaded.signatures["serving_default"]
+    has_ct = "ct" in fn.structured_input_signature[1]
+
+    def raw(pet, ct):
+        kw = {"pet": tf.constant(pet, tf.float32)}
+        if has_ct:
+            kw["ct"] = tf.constant(ct, tf.float32)
+        out = fn(**kw)
+        return out["sr_pet"].numpy(), (out["sr_ct"].numpy() if "sr_ct" in out else None)
+
+    raw.loaded = loaded  # keep the restored object alive
+    meta = dict(meta)
+    meta.update(source=str(path), format="saved_model")
+    return Predictor(raw, scale=int(meta["scale"]), ct_input=meta.get("ct_input"), metadata=meta)

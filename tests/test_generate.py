@@ -1,0 +1,228 @@
+"""generate.py: every output kind on a small phantom study, 2-D inputs, a real PET slice, bad inputs, the demo model."""
+
+import datetime
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+
+import generate
+from ctpet_srgan import inference
+from ctpet_srgan.dicom_io import read_series
+from ctpet_srgan.errors import InputError
+from ctpet_srgan.geometry import Volume, resample
+from ctpet_srgan.nifti_io import read_nifti, write_nifti
+from ctpet_srgan.volume_io import read_volume
+from tests import _series
+from tests._serve_models import passthrough_generator, save_model_dir, tiny_generator
+from tests.conftest import REAL_PET_SLICE, ROOT
+
+OPTS = generate.Options(progress=False, tile=12, tile_overlap=4)  # small tiles: the tiling path runs too
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A phantom study as DICOM: PET 3 x 16 x 14 at 4 mm (hot sphere in warm background), CT 5 x 30 x 30 at 2 mm."""
+    tmp = tmp_path_factory.mktemp("study")
+    pet_aff = _series.grid_affine((10.0, -5.0, 0.0), (3, 16, 14), (4.0, 4.0, 4.0))
+    k, j, i = np.mgrid[0:3, 0:16, 0:14]
+    xyz = np.stack([i, j, k], -1) @ pet_aff[:3, :3].T + pet_aff[:3, 3]
+    r = np.linalg.norm(xyz - [14.0, -1.0, 0.0], axis=-1)
+    scale = _series.expected_suv_scale(_series.T0 + datetime.timedelta(minutes=60))
+    suv = np.where(r < 8, 8.0, 1.0).astype(np.float32)
+    _series.write_pet(tmp, suv / scale, pet_aff)
+    ct_aff = _series.grid_affine((10.0, -5.0, 0.0), (5, 30, 30), (2.0, 2.0, 3.0))
+    ct = np.full((5, 30, 30), 40.0, np.float32)
+    ct[:, :, :10] = -800.0  # "lung" on the right of the image
+    _series.write_ct(tmp, ct, ct_aff)
+    models_dir = tmp / "models"
+    save_model_dir(*passthrough_generator("s2d"), models_dir / "passthrough")
+    save_model_dir(*tiny_generator("s2d", seed=7), models_dir / "tiny")
+    return tmp
+
+
+def test_nifti_output_geometry_and_units(study, tmp_path):
+    out = tmp_path / "sr.nii.gz"
+    written = generate.generate(study / "ct", study / "pet", out, study / "models" / "passthrough", OPTS)
+    assert written == [out, tmp_path / "sr_ct.nii.gz"]
+    pet_in = read_volume(study / "pet", modality="PT")
+    ct_in = read_volume(study / "ct", modality="CT")
+    sr_pet = read_nifti(out, modality="PT")
+    sr_ct = read_nifti(tmp_path / "sr_ct.nii.gz", modality="CT")
+    assert sr_pet.shape == (3, 32, 28) and sr_ct.shape == (3, 32, 28)
+    np.testing.assert_allclose(sr_pet.affine, inference.hr_affine(pet_in.affine, 2), atol=1e-4)
+    np.testing.assert_allclose(sr_pet.spacing_mm, (2.0, 2.0, 4.0), atol=1e-4)
+    # the passthrough model copies each LR pixel: SUV range and mean preserved
+    assert abs(sr_pet.array.max() - pet_in.array.max()) < 1e-3 and abs(sr_pet.array.min() - pet_in.array.min()) < 1e-3
+    assert abs(sr_pet.array.mean() - pet_in.array.mean()) < 1e-3
+    np.testing.assert_allclose(pet_in.array.max(), 8.0, rtol=1e-3)
+    # the CT is the input CT resampled onto the HR grid, in HU
+    ref = resample(ct_in, sr_ct.affine, sr_ct.shape).array
+    np.testing.assert_allclose(sr_ct.array, ref, atol=0.5)
+    assert set(np.unique(np.round(sr_ct.array[:, 5:-5, 2:4]))) == {-800.0}
+
+
+def test_dicom_output_is_a_derived_series_with_matching_suv(study, tmp_path):
+    out = tmp_path / "sr_dicom"
+    generate.generate(study / "ct", study / "pet", out, study / "models" / "tiny", OPTS)
+    sr = read_series(out)  # SUV computed from the written tags by the QIBA reader
+    pet_in = read_series(study / "pet")
+    assert sr.modality == "PT" and sr.units == "SUVbw" and sr.shape == (3, 32, 28)
+    np.testing.assert_allclose(sr.affine, inference.hr_affine(pet_in.affine, 2), atol=1e-3)
+    npy = tmp_path / "sr.npy"
+    generate.generate(study / "ct", study / "pet", npy, study / "models" / "tiny", OPTS)
+    expect = np.maximum(np.load(npy), 0)
+    np.testing.assert_allclose(sr.array, expect, atol=expect.max() / 30000 + 1e-4)  # int16 quantisation
+    files = sorted(out.iterdir())
+    src = pydicom.dcmread(sorted((study / "pet").iterdir())[0])
+    ds = pydicom.dcmread(files[0])
+    assert len(files) == 3 and ds.Modality == "PT" and list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+    assert ds.SeriesInstanceUID != src.SeriesInstanceUID and ds.StudyInstanceUID == src.StudyInstanceUID
+    assert ds.SOPInstanceUID not in {pydicom.dcmread(p).SOPInstanceUID for p in (study / "pet").iterdir()}
+    assert ds.FrameOfReferenceUID == src.FrameOfReferenceUID and ds.Units == "BQML"
+    assert float(ds.PatientWeight) == float(src.PatientWeight)
+    assert ds.RadiopharmaceuticalInformationSequence[0].RadionuclideTotalDose == \
+        src.RadiopharmaceuticalInformationSequence[0].RadionuclideTotalDose
+    assert ds.SeriesDescription == "SR PET (ctpet-srgan)"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+def test_png_slice_and_mip(study, tmp_path):
+    for name, opts in (("slice.png", generate.Options(progress=False, slice=1)),
+                       ("mip.png", generate.Options(progress=False, mip=True))):
+        generate.generate(study / "ct", study / "pet", tmp_path / name, study / "models" / "passthrough", opts)
+        img = cv2.imread(str(tmp_path / name), cv2.IMREAD_COLOR)
+        assert img is not None and img.shape[0] > 100 and img.shape[1] > 100
+        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+        assert (hsv[..., 1] > 100).sum() > 500  # colour (PET map and colour bar), not only grey CT
+    with pytest.raises(generate.GenerateError, match="--slice 9 is outside"):
+        generate.generate(study / "ct", study / "pet", tmp_path / "bad.png", study / "models" / "passthrough",
+                          generate.Options(progress=False, slice=9))
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_2d_npy_and_image_inputs(tmp_path):
+    model_dir = save_model_dir(*passthrough_generator("s2d"), tmp_path / "m")
+    pet = np.zeros((8, 10), np.float32)
+    pet[3:5, 4:6] = 6.0
+    ct = np.full((16, 20), -1000.0, np.float32)
+    ct[4:12, 5:15] = 50.0
+    np.save(tmp_path / "pet.npy", pet)
+    np.save(tmp_path / "ct.npy", ct)
+    out = tmp_path / "sr.npy"
+    generate.generate(tmp_path / "ct.npy", tmp_path / "pet.npy", out, model_dir, generate.Options(progress=False))
+    np.testing.assert_allclose(np.load(out), pet.repeat(2, 0).repeat(2, 1), atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "sr_ct.npy"), np.clip(ct, -1024, None), atol=0.5)
+    # 8-bit images: grey levels need units
+    cv2.imwrite(str(tmp_path / "pet.png"), (pet * 40).astype(np.uint8))
+    cv2.imwrite(str(tmp_path / "ct.png"), ((ct + 1000) / 5).astype(np.uint8))
+    with pytest.raises(InputError, match="--pet_scale"):
+        generate.generate(tmp_path / "ct.png", tmp_path / "pet.png", tmp_path / "x.npy", model_dir,
+                          generate.Options(progress=False))
+    opts = generate.Options(progress=False, pet_scale=1 / 40, ct_scale=5.0, ct_offset=-1000.0)
+    generate.generate(tmp_path / "ct.png", tmp_path / "pet.png", tmp_path / "img.npy", model_dir, opts)
+    np.testing.assert_allclose(np.load(tmp_path / "img.npy"), pet.repeat(2, 0).repeat(2, 1), atol=1e-5)
+
+
+def test_real_pet_slice_smoke(tmp_path):
+    """The real ACRIN-FLT PET slice (Units BQML -> SUVbw) with a synthetic CT made on its grid."""
+    pet = read_volume(REAL_PET_SLICE, modality="PT")
+    assert pet.shape == (1, 168, 168) and pet.units == "SUVbw"
+    k, j, i = np.mgrid[0:1, 0:168, 0:168]
+    body = (i - 84) ** 2 / 70**2 + (j - 84) ** 2 / 55**2 < 1
+    ct = Volume(np.where(body, 20.0, -1000.0).astype(np.float32), pet.affine, "CT", "HU")
+    write_nifti(ct, tmp_path / "ct.nii.gz")
+    out = tmp_path / "sr.nii.gz"
+    model_dir = save_model_dir(*tiny_generator("s2d", seed=8), tmp_path / "m")
+    generate.generate(tmp_path / "ct.nii.gz", REAL_PET_SLICE, out, model_dir, OPTS)
+    sr = read_nifti(out, modality="PT")
+    assert sr.shape == (1, 336, 336)
+    np.testing.assert_allclose(sr.spacing_mm[:2], np.asarray(pet.spacing_mm[:2]) / 2, rtol=1e-5)
+    assert np.all(np.isfinite(sr.array))
+    # a near-identity SR keeps the SUV scale: the SR PET's bulk matches the input's within a generous margin
+    assert 0.5 < np.percentile(sr.array, 99) / np.percentile(pet.array, 99) < 2.0
+    assert 0 < pet.array.max() < 50  # FLT SUVs: a plausibly scaled input
+
+
+def _no_outputs(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_bad_inputs_fail_cleanly(study, tmp_path):
+    m = study / "models" / "passthrough"
+    # CT far away from the PET in patient space
+    ct = read_volume(study / "ct", modality="CT")
+    far = ct.affine.copy()
+    far[:3, 3] += [0.0, 0.0, 1000.0]
+    write_nifti(Volume(ct.array, far, "CT", "HU"), tmp_path / "far_ct.nii.gz")
+    (tmp_path / "out").mkdir()
+    with pytest.raises(InputError, match="does not overlap the PET"):
+        generate.generate(tmp_path / "far_ct.nii.gz", study / "pet", tmp_path / "out" / "a.nii.gz", m, OPTS)
+    # a PET without a patient weight is not SUV-convertible
+    _series.write_pet(tmp_path, np.ones((2, 8, 8), np.float32) * 1000,
+                      _series.grid_affine((10.0, -5.0, 0.0), (2, 8, 8), (4.0, 4.0, 4.0)), name="noweight",
+                      study=_series.study(weight_kg=None))
+    with pytest.raises(InputError, match="PatientWeight"):
+        generate.generate(study / "ct", tmp_path / "noweight", tmp_path / "out" / "b.nii.gz", m, OPTS)
+    # an unreadable file
+    (tmp_path / "junk.dcm").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(InputError, match="junk.dcm"):
+        generate.generate(study / "ct", tmp_path / "junk.dcm", tmp_path / "out" / "c.npy", m, OPTS)
+    # a DICOM output needs a DICOM PET
+    pet = read_volume(study / "pet", modality="PT")
+    write_nifti(pet, tmp_path / "pet.nii.gz")
+    with pytest.raises(generate.GenerateError, match="needs a DICOM PET input"):
+        generate.generate(study / "ct", tmp_path / "pet.nii.gz", tmp_path / "out" / "series", m, OPTS)
+    assert _no_outputs(tmp_path / "out") == []  # nothing half-written
+    # an existing output is refused unless overwrite
+    (tmp_path / "out" / "d.npy").write_bytes(b"keep")
+    with pytest.raises(generate.GenerateError, match="exists"):
+        generate.generate(study / "ct", study / "pet", tmp_path / "out" / "d.npy", m, OPTS)
+    assert (tmp_path / "out" / "d.npy").read_bytes() == b"keep" and _no_outputs(tmp_path / "out") == ["d.npy"]
+    generate.generate(study / "ct", study / "pet", tmp_path / "out" / "d.npy", m,
+                      generate.Options(progress=False, overwrite=True))
+    assert np.load(tmp_path / "out" / "d.npy").shape == (3, 32, 28)
+
+
+def test_cli_reports_errors_and_writes_output(study, tmp_path):
+    cmd = [sys.executable, str(ROOT / "generate.py"), f"--input_ct={study / 'ct'}", f"--input_pet={study / 'pet'}",
+           f"--model={study / 'models' / 'tiny'}"]
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"}
+    r = subprocess.run(cmd + [f"--output_path={tmp_path / 'o.nii.gz'}"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "slices" in r.stderr or "batches" in r.stderr  # progress bar
+    assert (tmp_path / "o.nii.gz").exists() and (tmp_path / "o_ct.nii.gz").exists()
+    r = subprocess.run(cmd + [f"--output_path={tmp_path / 'o.nii.gz'}"], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "o.nii.gz: exists (pass --overwrite" in r.stderr
+
+
+def test_bundle_script_labels_and_checks_the_model(tmp_path):
+    from tools.bundle_demo_model import LABEL, bundle
+
+    run = save_model_dir(*tiny_generator("s2d", seed=9), tmp_path / "run", "best_generator.keras")
+    dest = bundle(run, tmp_path / "assets" / "demo_model", scores={"psnr_db": 1.0}, command="python train_keras.py")
+    cfg = json.loads((dest / "run_config.json").read_text())
+    assert cfg["demo"] is True and cfg["label"] == LABEL and cfg["scores"] == {"psnr_db": 1.0}
+    p = inference.load_predictor(dest)
+    assert p.is_demo and p.scale == 2
+    with pytest.raises(ValueError, match="max_mb"):
+        bundle(run, tmp_path / "assets" / "other", max_mb=0.001)
+    assert not (tmp_path / "assets" / "other").exists()
+
+
+def test_bundled_demo_model_loads_with_safe_mode():
+    import keras
+
+    import ctpet_srgan.models  # noqa: F401
+
+    demo = inference.DEMO_MODEL_DIR
+    cfg = json.loads((demo / "run_config.json").read_text())
+    assert cfg["demo"] is True and "not for clinical use" in cfg["label"]
+    model = keras.saving.load_model(str(demo / "generator.keras"), safe_mode=True, compile=False)
+    assert {"sr_pet"} <= set(model.output_names if hasattr(model, "output_names") else model.output)
+    assert (demo / "generator.keras").stat().st_size < 8 * 2**20
+    assert inference.load_predictor(None).is_demo

@@ -1,0 +1,195 @@
+"""evaluate.py on a tiny phantom set: exact numbers with fake predictors, and a smoke run with tiny real models."""
+
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import ROOT
+from ctpet_srgan import records
+from ctpet_srgan.atomic import write_json_atomic
+from ctpet_srgan.geometry import axial_affine
+from ctpet_srgan.normalization import DEFAULT
+
+sys.path.insert(0, str(ROOT))
+import evaluate  # noqa: E402
+
+SCALE, HR, SP, NSL = 2, 48, 2.0, 3  # HR 48x48 px of 2 mm, 3 slices 2 mm apart
+LESION = dict(center_mm=[0.0, 0.0, 2.0], diameter_mm=12.0, uptake_ratio=4.0)  # centred on slice 1
+ORIGIN = (-47.0, -47.0, 0.0)  # pixel (23.5, 23.5) is x = y = 0 mm
+OFFSET_SUV, OFFSET_HU = 0.1, 10.0
+
+
+def _phantom_slice(k, lesion):
+    aff = axial_affine((ORIGIN[0], ORIGIN[1], ORIGIN[2] + SP * k), (SP, SP, SP))
+    jj, ii = np.mgrid[:HR, :HR]
+    x, y = ORIGIN[0] + SP * ii, ORIGIN[1] + SP * jj
+    body = x**2 + y**2 <= 40.0**2
+    ct = np.where(body, 0.0, -1000.0)
+    pet = np.where(body, 1.0, 0.0)
+    if lesion:
+        z = ORIGIN[2] + SP * k
+        c = LESION["center_mm"]
+        inside = (x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2 <= (LESION["diameter_mm"] / 2) ** 2
+        pet = np.where(inside, LESION["uptake_ratio"], pet)
+    lr = lambda a: a.reshape(HR // SCALE, SCALE, HR // SCALE, SCALE).mean(axis=(1, 3))  # noqa: E731
+    return dict(hr_pet=pet, hr_ct=ct, lr_pet=lr(pet), lr_ct=lr(ct), hr_affine=aff)
+
+
+def write_phantom_set(out):
+    """Test split: study A with one 12 mm hot sphere, study B lesion-free; 3 slices each."""
+    out.mkdir(parents=True, exist_ok=True)
+    studies, names = {}, {"A": records.study_hash("1.2.3.4"), "B": records.study_hash("1.2.3.5")}
+    fname = "test-00000-of-00001.tfrecord"
+    with tf.io.TFRecordWriter(str(out / fname)) as w:
+        for key, h in names.items():
+            for k in range(NSL):
+                s = _phantom_slice(k, key == "A")
+                w.write(records.serialize_example(scale=SCALE, study=h, slice_index=k, has_truth=True, **s))
+            studies[h] = dict(split="test", slices=NSL, hr_shape=[HR, HR], has_truth=True,
+                              lesions=[LESION] if key == "A" else [])
+    empty = {"studies": [], "examples": 0, "shards": []}
+    manifest = dict(
+        schema_version=records.SCHEMA_VERSION, scale=SCALE, hr_spacing_mm=[SP, SP, SP], lr_spacing_mm=[SP * SCALE, SP * SCALE, SP],
+        normalization=DEFAULT.to_dict(), degradation={}, compression="",
+        splits={"train": empty, "val": empty, "test": {"studies": list(names.values()), "examples": 2 * NSL,
+                                                       "shards": [{"file": fname, "examples": 2 * NSL}]}},
+        studies=studies,
+    )
+    write_json_atomic(out / records.MANIFEST, manifest)
+    return names
+
+
+class Oracle:
+    """Fake predictor: returns the HR truth + a known offset (and optionally a planted hot spot)."""
+
+    def __init__(self, data_dir, *, hot_spot=False, ct_input="hr"):
+        self.scale, self.ct_input, self.hot_spot = SCALE, ct_input, hot_spot
+        self.table = {}
+        for _, slices in evaluate.iter_studies(data_dir):
+            for s in slices:
+                self.table[s["lr_pet"].tobytes()] = (s["hr_pet"], s["hr_ct"])
+
+    def predict(self, lr_pet, ct_hu=None, *, batch_size=8):
+        pet = np.stack([self.table[x.astype(np.float32).tobytes()][0] for x in lr_pet]) + OFFSET_SUV
+        if self.hot_spot:
+            pet[:, 8:10, 23:25] = 5.0  # 2x2 px at y ~ -30 mm, far from the lesion, inside the body
+        out = {"sr_pet": pet.astype(np.float32)}
+        if self.ct_input is not None:
+            out["sr_ct"] = np.stack([self.table[x.astype(np.float32).tobytes()][1] for x in lr_pet]) + OFFSET_HU
+        return out
+
+
+@pytest.fixture(scope="module")
+def phantom_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("phantom")
+    write_phantom_set(d)
+    return d
+
+
+def test_lesion_is_placed_on_the_slice_through_its_centre():
+    slices = [dict(hr_affine=_phantom_slice(k, False)["hr_affine"]) for k in range(NSL)]
+    dz, rc = evaluate.lesion_on_slice([4.0, -6.0, 2.0], slices[1]["hr_affine"])
+    assert dz == pytest.approx(0.0)
+    assert rc == pytest.approx((23.5 - 3.0, 23.5 + 2.0))  # y -6 mm = 3 rows up, x +4 mm = 2 cols right
+    per_slice, missing = evaluate.place_lesions([LESION, dict(LESION, center_mm=[0, 0, 50.0]), dict(LESION, uptake_ratio=0.5)], slices)
+    assert missing == 1  # the lesion at z = 50 mm crosses no slice; the cold one is not a hot lesion
+    assert [[l["scored"] for l in ls] for ls in per_slice] == [[False], [True], [False]]
+    assert per_slice[1][0]["radius_mm"] == pytest.approx(6.0)
+    assert per_slice[0][0]["radius_mm"] == pytest.approx(math.sqrt(36 - 4))
+
+
+def test_exact_numbers_with_an_oracle_model(phantom_dir, tmp_path):
+    models = {"fused_srgan": Oracle(phantom_dir), "pet_only": Oracle(phantom_dir, hot_spot=True, ct_input=None)}
+    res = evaluate.evaluate(phantom_dir, tmp_path / "out", models, n_figures=1)
+    assert res["data"]["n_studies"] == 2 and res["data"]["n_slices"] == 2 * NSL
+    assert res["data"]["n_lesions"] == 1 and res["data"]["n_lesion_free_studies"] == 1
+    f = res["methods"]["fused_srgan"]
+    assert f["psnr_pet"] == pytest.approx(20 * math.log10(10.0 / OFFSET_SUV), abs=1e-3)
+    assert f["psnr_pet_body"] == pytest.approx(20 * math.log10(10.0 / OFFSET_SUV), abs=1e-3)
+    assert f["psnr_ct"] == pytest.approx(20 * math.log10(4095.0 / OFFSET_HU), abs=1e-3)
+    assert 0.9 < f["ssim_pet"] < 1.0  # an offset of 0.1 SUV lowers SSIM where the truth is 0
+    # the ROI is exactly the sphere's pixels on the centre slice: C_H = 4.1, C_B = 1.1
+    assert f["crc"] == {"12": pytest.approx((4.1 / 1.1 - 1) / 3)}
+    assert f["bv"]["12"] == pytest.approx(0.0, abs=1e-6)
+    assert f["sensitivity"] == 1.0 and f["fp_per_slice"] == 0.0
+    assert f["hallucinations_per_slice"] == 0.0
+    # the PET-only fake plants one hot spot per slice: one false positive / hallucination per slice
+    p = res["methods"]["pet_only"]
+    assert p["fp_per_slice"] == pytest.approx(1.0)
+    assert p["hallucinations_per_slice"] == pytest.approx(1.0)
+    assert p["psnr_ct"] is None and p["ssim_ct"] is None
+    # bicubic blurs the sphere: lower contrast recovery and PSNR than the oracle
+    b = res["methods"]["bicubic"]
+    assert b["crc"]["12"] < f["crc"]["12"]
+    assert b["psnr_pet"] < f["psnr_pet"]
+    assert set(res["methods"]) == {"bicubic", "lanczos", "fused_srgan", "pet_only"}
+    g = res["fusion_gain"]["metrics"]
+    assert g["psnr_pet"]["mean"] > 0 and g["psnr_pet"]["n_studies"] == 2
+    assert g["psnr_pet"]["ci95"][0] <= g["psnr_pet"]["mean"] <= g["psnr_pet"]["ci95"][1]
+    assert f["froc"] and f["froc"][-1]["sensitivity"] == 1.0
+    # fusion metrics: the oracle keeps PET edges; MI with the CT is positive (body outline)
+    assert f["fusion"]["mi_ct"] > 0 and 0 < f["fusion"]["qabf"] < 1
+    on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert on_disk["methods"]["fused_srgan"]["crc"]["12"] == pytest.approx(f["crc"]["12"])
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| fused_srgan |" in md and "Fusion gain" in md
+    for rel in res["figures"]:
+        assert (tmp_path / "out" / rel).stat().st_size > 1000
+    assert {"figures/slice_0.png", "figures/profile_0.png", "figures/crc_vs_size.png", "figures/froc.png"} <= set(res["figures"])
+    with pytest.raises(FileExistsError):
+        evaluate.evaluate(phantom_dir, tmp_path / "out", models, n_figures=0)
+
+
+def test_scale_mismatch_is_refused(phantom_dir, tmp_path):
+    o = Oracle(phantom_dir)
+    o.scale = 4
+    with pytest.raises(ValueError, match="scale"):
+        evaluate.evaluate(phantom_dir, tmp_path / "o", {"fused_srgan": o})
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def _save_tiny_model(run_dir, ct_mode):
+    import keras
+
+    from ctpet_srgan import models
+
+    cfg = models.GeneratorConfig(scale=SCALE, filters=4, num_blocks=1, ct_mode=ct_mode)
+    keras.utils.set_random_seed(0)
+    g = models.build_generator(cfg)
+    rng = np.random.default_rng(0)  # perturb every weight (the heads start at zero): a non-trivial model
+    g.set_weights([w + rng.normal(0, 0.02, w.shape).astype(w.dtype) for w in g.get_weights()])
+    run_dir.mkdir(parents=True)
+    g.save(run_dir / "best_generator.keras")
+    write_json_atomic(run_dir / "run_config.json", dict(generator=cfg.to_dict(), normalization=DEFAULT.to_dict(), scale=SCALE,
+                                                        hr_spacing_mm=[SP, SP, SP], lr_spacing_mm=[SP * SCALE, SP * SCALE, SP]))
+
+
+def test_cli_smoke_run_with_tiny_models(phantom_dir, tmp_path):
+    _save_tiny_model(tmp_path / "fused", "s2d")
+    _save_tiny_model(tmp_path / "pet_only", "none")
+    out = tmp_path / "eval"
+    argv = ["--model", str(tmp_path / "fused"), "--pet_only", str(tmp_path / "pet_only"), "--data", str(phantom_dir), "--out", str(out)]
+    assert evaluate.main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    for name in ("bicubic", "lanczos", "fused_srgan", "pet_only"):
+        r = res["methods"][name]
+        for key in ("psnr_pet", "ssim_pet", "crc", "sensitivity", "fp_per_slice"):
+            assert key in r, (name, key)
+        assert r["n_studies"] == 2 and r["n_slices"] == 2 * NSL
+        assert np.isfinite(r["psnr_pet"])
+    assert np.isfinite(res["methods"]["fused_srgan"]["psnr_ct"])
+    assert res["methods"]["pet_only"]["psnr_ct"] is None
+    assert res["fusion_gain"]["baseline"] == "pet_only"
+    assert (out / "results.md").exists() and (out / "figures" / "slice_0.png").exists()
+    assert evaluate.main(argv) == 2  # existing results are not overwritten
+    assert evaluate.main(argv + ["--overwrite", "--n_figures", "0"]) == 0
+
+
+def test_results_json_encodes_infinite_and_missing_values_explicitly():
+    out = evaluate._clean({"psnr": float("inf"), "ssim": float("nan"), "x": [np.float32(1.5), np.int64(2)], "m": -math.inf})
+    assert out == {"psnr": "inf", "ssim": None, "x": [1.5, 2], "m": "-inf"}
+    json.dumps(out, allow_nan=False)  # strict JSON

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ctpet_srgan.atomic import write_json_atomic
+from ctpet_srgan.atomic import replace_dir, write_json_atomic
 from ctpet_srgan.normalization import Normalization
 
 CT_INPUT_OF_MODE = {"s2d": "hr", "lr": "lr", "none": None}
@@ -143,13 +143,7 @@ def export_savedmodel(
         module = build_serving_module(model, norm, meta["scale"], ct_input)
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
         write_json_atomic(tmp / "assets" / "metadata.json", meta)
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{version}.old.", dir=final.parent))
-            os.replace(final, old / "v")
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        replace_dir(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -10,7 +10,6 @@ checks that it loads with safe_mode=True and is at most --max_mb, and replaces t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -32,7 +31,7 @@ def bundle(model_dir: Path, dest: Path, *, scores: dict | None = None, command: 
     import keras
 
     import ctpet_srgan.models  # noqa: F401 (registers the custom layers)
-    from ctpet_srgan.atomic import write_json_atomic
+    from ctpet_srgan.atomic import replace_dir, write_json_atomic
 
     src = next((model_dir / n for n in ("best_generator.keras", "generator.keras") if (model_dir / n).exists()), None)
     cfg_path = model_dir / "run_config.json"
@@ -64,13 +63,7 @@ def bundle(model_dir: Path, dest: Path, *, scores: dict | None = None, command: 
         if scores is not None:
             notes.append("Scores (held-out phantom studies):\n\n```json\n" + json.dumps(scores, indent=1) + "\n```\n")
         (tmp / "README.md").write_text("\n".join(notes))
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
-            os.replace(dest, old / "x")
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
+        replace_dir(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest

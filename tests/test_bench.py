@@ -1,0 +1,94 @@
+"""bench/run.py: the --tiny smoke run writes every contracted key; its pure helpers. No timing assertions."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT))
+from bench import run as bench_run  # noqa: E402
+
+KEYS = ("reference_gflops", "inference_fraction_of_reference", "train_fraction_of_reference", "pipeline_over_training",
+        "prep_2_workers_over_decode_1", "generate_peak_rss_gib", "machine")
+
+
+@pytest.fixture(scope="module")
+def tiny_result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--tiny", "--skip", "xla", "--out", str(out)],
+                       cwd=str(ROOT), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return json.loads(out.read_text()), p.stdout
+
+
+def test_tiny_run_writes_every_key(tiny_result):
+    res, stdout = tiny_result
+    for k in KEYS:
+        assert res.get(k) is not None, k
+    for k in KEYS[:-1]:
+        assert isinstance(res[k], float) and res[k] > 0, (k, res[k])
+    assert res["machine"]["cores"] >= 1 and res["machine"]["tensorflow"]
+    assert res["mode"] == "tiny" and res["generate"]["returncode"] == 0
+    assert not res["generate"]["full_size_study"]  # the tiny study says it is not the 512x512x300 one
+    assert set(res["targets"]) == set(bench_run.TARGETS)
+    assert "inference_fraction_of_reference" in stdout  # the table is printed
+
+
+def test_tiny_run_counts_flops_consistently(tiny_result):
+    res, _ = tiny_result
+    calls = res["inference"]["model_calls"]
+    per_px = {r["batch"]: r["flops"] / (r["batch"] * r["lr"][0] * r["lr"][1]) for r in calls if not r["xla"]}
+    assert len(per_px) >= 2 and max(per_px.values()) == pytest.approx(min(per_px.values()), rel=1e-3)
+    tr = res["training"]["plain"]
+    # a GAN step also runs D (and VGG) forward and backward: more FLOPs than the G-only pixel step
+    assert tr["gan"]["flops"] > tr["pretrain"]["flops"] > 0
+    ref = res["reference_gflops"]
+    r = calls[0]
+    assert r["fraction"] == pytest.approx(r["flops"] / r["best_s"] / 1e9 / ref, rel=1e-6)
+    ab = next(c for c in calls if "paired_share" in c and not c["xla"])
+    assert res["inference_fraction_of_reference"] == pytest.approx(
+        ab["flops"] / ab["best_s"] / 1e9 / ab["paired_reference_gflops"], rel=1e-6)
+    assert ref >= max(res["reference_gflops_runs"]) > 0
+    p = res["prep"]
+    assert res["prep_2_workers_over_decode_1"] == pytest.approx(
+        p["convert_2"]["slices_per_s"] / p["decode_1"]["slices_per_s"], rel=1e-9)
+    assert p["files"] > 0
+
+
+def test_read_flagfile(tmp_path):
+    f = tmp_path / "x.cfg"
+    f.write_text("# comment\n--filters=32\n--num_blocks=8\n--xla\n--nocache\n\n--ct_mode=lr\n")
+    assert bench_run.read_flagfile(f) == {"filters": "32", "num_blocks": "8", "xla": True, "cache": False,
+                                          "ct_mode": "lr"}
+    assert bench_run.read_flagfile(tmp_path / "missing.cfg") == {}
+    st = bench_run.model_settings(bench_run.SIZES["full"], f)
+    assert st["filters"] == 32 and st["num_blocks"] == 8 and st["ct_mode"] == "lr"
+    assert st["patch_size"] == bench_run.MODEL_DEFAULTS["patch_size"]
+
+
+def test_check_targets_and_rescale():
+    res = {"inference_fraction_of_reference": 0.8, "train_fraction_of_reference": 0.5, "pipeline_over_training": None,
+           "prep_2_workers_over_decode_1": 1.0, "generate_peak_rss_gib": 4.0, "inference_fraction_of_max_reference": 0.6,
+           "inference": {"model_calls": [{"fraction": 0.4, "best_s": 2.0, "paired_share": 0.7}]}}
+    t = bench_run.check_targets(res)
+    assert t["inference_fraction_of_reference"]["met"] is True
+    assert t["train_fraction_of_reference"]["met"] is False
+    assert t["pipeline_over_training"]["met"] is None
+    assert t["prep_2_workers_over_decode_1"]["met"] is True
+    assert t["generate_peak_rss_gib"]["met"] is False  # strictly under 4 GiB
+    bench_run.rescale(res, 100.0, 200.0)  # fractions of the max reference follow it; paired ones do not
+    assert res["inference_fraction_of_max_reference"] == pytest.approx(0.3)
+    assert res["inference_fraction_of_reference"] == 0.8
+    assert res["inference"]["model_calls"][0] == {"fraction": pytest.approx(0.2), "best_s": 2.0, "paired_share": 0.7}
+    assert res["pipeline_over_training"] is None
+
+
+def test_run_fraction_weights_phases_by_steps():
+    tr = {"pretrain": {"flops": 10e9, "best_s": 1.0}, "gan": {"flops": 30e9, "best_s": 1.0}}
+    st = {"pretrain_steps": 1, "gan_steps": 3}
+    # (1*10 + 3*30) GFLOP in 4 s = 25 GFLOP/s of a 50 GFLOP/s reference
+    assert bench_run.run_fraction(tr, st, 50.0) == pytest.approx(0.5)
+    assert bench_run.run_fraction(tr, {"pretrain_steps": 0, "gan_steps": 0}, 50.0) == 0.0

@@ -228,7 +228,6 @@ def derived_pet_series(sr_pet, src, out_dir: Path, description: str) -> None:
     The Bq/mL values are SR SUV / the SUV factor that the written tags give (computed with the same QIBA rules
     a reader uses), so SUV read from the new series equals the SR SUV.
     """
-    import datetime as dt
 
     from pydicom.dataset import Dataset
 
@@ -240,10 +239,9 @@ def derived_pet_series(sr_pet, src, out_dir: Path, description: str) -> None:
     try:
         rp = src.RadiopharmaceuticalInformationSequence[0]
         series_t = suv.parse_da_tm(src.get("SeriesDate"), src.get("SeriesTime"))
-        inj = suv.parse_dt(rp.get("RadiopharmaceuticalStartDateTime")) or suv.parse_da_tm(
-            src.get("SeriesDate"), rp.get("RadiopharmaceuticalStartTime"))
-        if inj is not None and series_t is not None and inj > series_t:
-            inj -= dt.timedelta(days=1)
+        if series_t is None:
+            raise ValueError("missing SeriesDate/SeriesTime")
+        inj, _ = suv.injection_datetime(src, rp, series_t)
         acq = suv.acquisition_datetime(src) or series_t
         pet = PetInfo(
             injected_dose_bq=float(rp.RadionuclideTotalDose), half_life_s=float(rp.RadionuclideHalfLife),

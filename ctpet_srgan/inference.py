@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ctpet_srgan.degradation import degrade_ct
 from ctpet_srgan.geometry import Volume
 from ctpet_srgan.normalization import Normalization
 
@@ -114,7 +115,7 @@ class Predictor:
             raise ValueError(f"ct_hu must be [B, H, W] like the PET's batch {b}, got shape {np.shape(ct_hu)}")
         if ct.shape[1:] == (h * s, w * s):
             if self.ct_input == "lr" and s > 1:
-                ct = ct.reshape(b, h, s, w, s).mean(axis=(2, 4))
+                ct = degrade_ct(ct, s)  # the LR CT exactly as data_prep made it for training
             return ct
         if ct.shape[1:] == (h, w) and (self.ct_input == "lr" or s == 1):
             return ct

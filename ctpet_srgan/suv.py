@@ -123,6 +123,35 @@ def philips_scale_factors(ds) -> tuple[float | None, float | None]:
     return out[0], out[1]
 
 
+def injection_datetime(ds, rp, series_dt: dt.datetime) -> tuple[dt.datetime, str]:
+    """Injection time and where it came from: RadiopharmaceuticalStartDateTime, else SeriesDate +
+    RadiopharmaceuticalStartTime (moved back one day when that falls after the series, i.e. the scan crossed
+    midnight). `rp` is the RadiopharmaceuticalInformationSequence item; errors name the file."""
+    path = _path(ds)
+    try:
+        inj = parse_dt(rp.get("RadiopharmaceuticalStartDateTime"))
+    except ValueError as e:
+        raise InputError(path, f"unreadable RadiopharmaceuticalStartDateTime: {e}") from None
+    if inj is not None:
+        return inj, "RadiopharmaceuticalStartDateTime"
+    tm = rp.get("RadiopharmaceuticalStartTime")
+    if not tm:
+        raise InputError(
+            path,
+            "missing RadiopharmaceuticalStartDateTime (0018,1078) and RadiopharmaceuticalStartTime (0018,1072) "
+            "(needed for SUV)",
+        )
+    try:
+        inj = parse_da_tm(ds.get("SeriesDate"), tm)
+    except ValueError as e:
+        raise InputError(path, f"unreadable RadiopharmaceuticalStartTime: {e}") from None
+    source = "SeriesDate+RadiopharmaceuticalStartTime"
+    if inj > series_dt and inj - dt.timedelta(days=1) <= series_dt:
+        inj -= dt.timedelta(days=1)  # injected before midnight, series after midnight
+        source += " (previous day)"
+    return inj, source
+
+
 def suv_scale_factor(
     ds_first, acquisition_datetimes: Sequence[dt.datetime | None]
 ) -> tuple[float | np.ndarray, dt.datetime | None, dict[str, Any]]:
@@ -202,28 +231,7 @@ def suv_scale_factor(
     if series_dt is None:
         raise InputError(path, "missing SeriesDate (0008,0021) or SeriesTime (0008,0031) (needed for SUV)")
     acq = [t for t in acquisition_datetimes]
-    # Injection time.
-    try:
-        inj = parse_dt(rp.get("RadiopharmaceuticalStartDateTime"))
-    except ValueError as e:
-        raise InputError(path, f"unreadable RadiopharmaceuticalStartDateTime: {e}") from None
-    inj_source = "RadiopharmaceuticalStartDateTime"
-    if inj is None:
-        tm = rp.get("RadiopharmaceuticalStartTime")
-        if not tm:
-            raise InputError(
-                path,
-                "missing RadiopharmaceuticalStartDateTime (0018,1078) and RadiopharmaceuticalStartTime (0018,1072) "
-                "(needed for SUV)",
-            )
-        try:
-            inj = parse_da_tm(ds_first.get("SeriesDate"), tm)
-        except ValueError as e:
-            raise InputError(path, f"unreadable RadiopharmaceuticalStartTime: {e}") from None
-        inj_source = "SeriesDate+RadiopharmaceuticalStartTime"
-        if inj > series_dt and inj - dt.timedelta(days=1) <= series_dt:
-            inj -= dt.timedelta(days=1)  # injected before midnight, series after midnight
-            inj_source += " (previous day)"
+    inj, inj_source = injection_datetime(ds_first, rp, series_dt)
     details["injection_time"] = inj.isoformat()
     details["injection_time_source"] = inj_source
 

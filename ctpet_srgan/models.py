@@ -59,6 +59,24 @@ class SpaceToDepth(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="ctpet_srgan")
+class ChannelSlice(layers.Layer):
+    """Channels [start, start + size) of a [B, H, W, C] tensor (splits the shared output head)."""
+
+    def __init__(self, start: int = 0, size: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.start, self.size = int(start), int(size)
+
+    def call(self, x):
+        return x[..., self.start:self.start + self.size]
+
+    def compute_output_shape(self, s):
+        return (*s[:-1], self.size)
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "size": self.size}
+
+
+@keras.saving.register_keras_serializable(package="ctpet_srgan")
 class BilinearUpsample(layers.Layer):
     """Bilinear resize by an integer factor: [B, h, w, C] -> [B, h*r, w*r, C] (tf.image.resize).
 
@@ -129,7 +147,7 @@ def build_generator(cfg: GeneratorConfig) -> keras.Model:
     with a long skip. The blocks have NO batch normalisation: EDSR (Lim et al. 2017) and ESRGAN (Wang et al. 2018)
     showed BN hurts SR quality (it normalises away the absolute intensity that PET SUVs carry) and batch statistics
     make multi-replica and resumed training depend on the per-replica batch. Then per x2 stage conv -> SubPixel(2)
-    -> PReLU, and separate heads for PET and CT. Global residual: sr_pet = head + bilinear(lr_pet); sr_ct = head +
+    -> PReLU, and one 3x3 head whose channels are HR PET and HR CT. Global residual: sr_pet = head + bilinear(lr_pet); sr_ct = head +
     bilinear(lr_ct) ("lr") or + hr_ct ("s2d"); the heads start at zero, so training starts from interpolation.
     Heads and residual adds are float32 under mixed precision.
     Inputs: dict of [B, h, w, 1] (lr_*) / [B, h*s, w*s, 1] (hr_ct); outputs {'sr_pet', 'sr_ct'} [B, h*s, w*s, 1].
@@ -156,19 +174,25 @@ def build_generator(cfg: GeneratorConfig) -> keras.Model:
         x = _conv(4 * f, 3, f"up{i}_conv")(x)
         x = _prelu(f"up{i}_prelu")(SubPixel(2, name=f"up{i}_shuffle")(x))
 
-    def head(name: str, base):
-        # Zero-initialised head: an untrained generator returns the interpolated input (training starts there).
-        y = _conv(1, 9, f"{name}_head", dtype="float32", kernel_initializer="zeros")(x)
-        return layers.Add(name=name, dtype="float32")([y, base])
+    # One zero-initialised 3x3 head for all outputs (PET, then CT): an untrained generator returns the interpolated
+    # input, so training starts there. 3x3 as in EDSR/ESRGAN rather than SRResNet's 9x9: on a CPU a 9x9 conv with
+    # one or two output channels at HR ran at 7% of the matmul rate and took 57% of the x2 model's time
+    # (bench/RESULTS.md); a 3x3 costs 1/7 of that, and one conv with 2 outputs costs what one with 1 output does.
+    names = ["sr_pet"] + (["sr_ct"] if cfg.ct_mode != "none" else [])
+    heads = _conv(len(names), 3, "head", dtype="float32", kernel_initializer="zeros")(x)
 
     def bilinear(t, name):
         return BilinearUpsample(s, name=name, dtype="float32")(t)
 
-    outputs = {"sr_pet": head("sr_pet", bilinear(inputs["lr_pet"], "lr_pet_bilinear"))}
+    bases = {"sr_pet": bilinear(inputs["lr_pet"], "lr_pet_bilinear")}
     if cfg.ct_mode == "s2d":
-        outputs["sr_ct"] = head("sr_ct", inputs["hr_ct"])
+        bases["sr_ct"] = inputs["hr_ct"]
     elif cfg.ct_mode == "lr":
-        outputs["sr_ct"] = head("sr_ct", bilinear(inputs["lr_ct"], "lr_ct_bilinear"))
+        bases["sr_ct"] = bilinear(inputs["lr_ct"], "lr_ct_bilinear")
+    outputs = {}
+    for i, name in enumerate(names):
+        y = heads if len(names) == 1 else ChannelSlice(i, 1, name=f"{name}_head", dtype="float32")(heads)
+        outputs[name] = layers.Add(name=name, dtype="float32")([y, bases[name]])
     return keras.Model(inputs, outputs, name=f"generator_x{s}_{cfg.ct_mode}")
 
 

@@ -21,7 +21,7 @@ def expected_generator_params(scale, f, blocks, ct_mode):
         n += _conv(1, 2 * f, f)  # merge
     n += blocks * (2 * _conv(3, f, f) + f) + _conv(3, f, f)  # residual blocks + trunk conv
     n += int(np.log2(scale)) * (_conv(3, f, 4 * f) + f)  # x2 stages: conv, sub-pixel, PReLU
-    n += _conv(9, f, 1) * (1 if ct_mode == "none" else 2)  # heads
+    n += _conv(3, f, 1 if ct_mode == "none" else 2)  # one 3x3 head: HR PET (and HR CT) channels
     return n
 
 
@@ -67,7 +67,7 @@ def test_untrained_generator_starts_from_interpolation():
 def test_ct_input_changes_pet_output_only_with_ct_branch():
     cfg = GeneratorConfig(scale=2, filters=8, num_blocks=1, ct_mode="lr")
     g = build_generator(cfg)
-    for w in g.get_layer("sr_pet_head").weights:  # non-zero head so the trunk reaches the output
+    for w in g.get_layer("head").weights:  # non-zero head so the trunk reaches the output
         w.assign(tf.random.normal(w.shape, stddev=0.1, seed=1))
     x = _inputs(cfg)
     y = dict(x, lr_ct=x["lr_ct"] + 0.5)

@@ -27,22 +27,40 @@ def study_hash(uid: str) -> str:
     return hashlib.sha256(_HASH_SALT + uid.encode()).hexdigest()[:16]
 
 
-def _bytes(v: bytes):
-    import tensorflow as tf
+# tf.train.Example is encoded here by hand (protobuf wire format, example.proto / feature.proto) so that the
+# preparation workers, which only serialize, need not import TensorFlow (seconds per process). Decoding stays with
+# TensorFlow (parse_example); tests/test_records.py checks that tf.train.Example parses these bytes back exactly.
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1  # int64 as two's complement, as protobuf writes negative int64 values
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
-def _ints(v):
-    import tensorflow as tf
-
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(x) for x in v]))
+def _bytes(v: bytes) -> bytes:
+    return _field(1, _field(1, v))  # Feature.bytes_list { value: v }
 
 
-def _floats(v):
-    import tensorflow as tf
+def _ints(v) -> bytes:
+    return _field(3, _field(1, b"".join(_varint(int(x)) for x in v)))  # Feature.int64_list, packed
 
-    return tf.train.Feature(float_list=tf.train.FloatList(value=[float(x) for x in v]))
+
+def _floats(v) -> bytes:
+    return _field(2, _field(1, np.asarray(v, dtype="<f4").tobytes()))  # Feature.float_list, packed
+
+
+def _example(feats: dict[str, bytes]) -> bytes:
+    """Example { features: Features { feature: map<string, Feature> } }, map entries in sorted key order."""
+    entries = b"".join(_field(1, _field(1, k.encode()) + _field(2, f)) for k, f in sorted(feats.items()))
+    return _field(1, entries)
 
 
 def serialize_example(
@@ -57,13 +75,11 @@ def serialize_example(
     hr_affine: np.ndarray,
     has_truth: bool,
 ) -> bytes:
-    """One slice pair -> serialized tf.train.Example.
+    """One slice pair -> serialized tf.train.Example (without importing TensorFlow).
 
     hr_affine: 4x4 affine of the HR slice grid (index (i, j, 0) -> LPS mm). has_truth: whether
     hr_pet is a true high-resolution PET (phantom) or an interpolated clinical PET.
     """
-    import tensorflow as tf
-
     H, W = hr_pet.shape
     h, w = lr_pet.shape
     if hr_ct.shape != (H, W) or lr_ct.shape != (h, w) or (H, W) != (h * scale, w * scale):
@@ -84,7 +100,7 @@ def serialize_example(
         hr_affine=_floats(np.asarray(hr_affine, float).ravel()),
         has_truth=_ints([int(bool(has_truth))]),
     )
-    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+    return _example(feats)
 
 
 def feature_spec() -> dict:

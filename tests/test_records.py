@@ -29,6 +29,25 @@ def test_round_trip_keeps_values_shapes_and_geometry():
     np.testing.assert_allclose(ex["hr_affine"].numpy(), kw["hr_affine"])
 
 
+def test_hand_encoding_is_byte_identical_to_tensorflows():
+    kw = _example(slice_index=300)  # a two-byte varint
+    f = tf.train.Feature
+    feats = {k: f(bytes_list=tf.train.BytesList(value=[np.asarray(kw[k], "<f4").tobytes()]))
+             for k in records.IMAGE_KEYS}
+    feats.update(
+        hr_shape=f(int64_list=tf.train.Int64List(value=[8, 6])), lr_shape=f(int64_list=tf.train.Int64List(value=[4, 3])),
+        scale=f(int64_list=tf.train.Int64List(value=[2])), study=f(bytes_list=tf.train.BytesList(value=[b"abc"])),
+        slice_index=f(int64_list=tf.train.Int64List(value=[300])),
+        hr_affine=f(float_list=tf.train.FloatList(value=kw["hr_affine"].ravel())),
+        has_truth=f(int64_list=tf.train.Int64List(value=[1])),
+    )
+    expected = tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString(deterministic=True)
+    assert records.serialize_example(**kw) == expected
+    # negative and large int64 values as protobuf writes them (ten-byte two's complement varints)
+    vals = [-1, 0, 127, 128, 2**40, -(2**63)]
+    assert records._ints(vals) == f(int64_list=tf.train.Int64List(value=vals)).SerializeToString()
+
+
 def test_inconsistent_shapes_are_refused():
     with pytest.raises(ValueError, match="inconsistent shapes"):
         records.serialize_example(**_example(scale=4))

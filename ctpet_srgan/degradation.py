@@ -1,6 +1,6 @@
 """The physics model that turns a high-resolution PET into a clinical-looking low-resolution one.
 
-Pure NumPy functions (no SciPy): a Gaussian point-spread function given by its FWHM in mm on a grid of
+NumPy functions (and OpenCV for the convolution; no SciPy): a Gaussian point-spread function given by its FWHM in mm on a grid of
 given voxel size, area-average downsampling by an integer factor, and count-dependent (Poisson) noise
 drawn from an explicit `numpy.random.Generator`. PET values are SUVbw (g/mL), CT values HU.
 
@@ -43,17 +43,18 @@ def gaussian_kernel_1d(fwhm_mm: float, spacing_mm: float, truncate: float = 4.0)
 
 
 def _convolve_axis(a: np.ndarray, kernel: np.ndarray, axis: int, mode: str) -> np.ndarray:
-    r = (len(kernel) - 1) // 2
-    if r == 0:
+    """1-D convolution of float32 `a` along `axis` with OpenCV's separable filter (SIMD and threaded: 10-20x faster
+    than shifted NumPy sums on a CT volume). The axis goes first and the other axes are flattened into columns, so
+    one vertical pass filters every line along it."""
+    if len(kernel) == 1:
         return a
-    pad = [(0, 0)] * a.ndim
-    pad[axis] = (r, r)
-    p = np.pad(a, pad, mode="edge" if mode == "nearest" else "constant")
-    n = a.shape[axis]
-    out = np.zeros_like(a)
-    for t, w in enumerate(kernel):
-        out += np.float32(w) * np.take(p, np.arange(t, t + n), axis=axis)
-    return out
+    import cv2
+
+    moved = np.ascontiguousarray(np.moveaxis(a, axis, 0))
+    flat = moved.reshape(moved.shape[0], -1)
+    border = cv2.BORDER_REPLICATE if mode == "nearest" else cv2.BORDER_CONSTANT
+    out = cv2.sepFilter2D(flat, cv2.CV_32F, np.ones(1, np.float32), kernel.astype(np.float32), borderType=border)
+    return np.moveaxis(out.reshape(moved.shape), 0, axis)
 
 
 def gaussian_blur(

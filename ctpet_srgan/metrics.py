@@ -300,22 +300,26 @@ def detection_summary(
 
 
 def froc(lesion_scores: Sequence[float], fp_scores: Sequence[float], n_slices: int) -> list[dict]:
-    """Free-response ROC: for every distinct detection score t (descending), the operating point
-    "detections with score >= t": dict(threshold=t, sensitivity, fp_per_slice). Sensitivity is
-    over all lesions (NaN if none); fp_per_slice over `n_slices`."""
+    """Free-response ROC as the corners of its staircase: operating points "detections with score >= t" for the
+    distinct detection scores t (descending), dict(threshold=t, sensitivity, fp_per_slice). Of each run of points
+    with the same sensitivity only the first and the last are kept (the ones between add false positives only
+    and lie on the segment joining them), so the curve costs O(lesions) points, not O(candidates).
+    Sensitivity is over all lesions (NaN if none); fp_per_slice over `n_slices`."""
     ls = np.asarray(lesion_scores, float)
     fs = np.asarray(fp_scores, float)
     ts = np.unique(np.concatenate([ls[np.isfinite(ls)], fs[np.isfinite(fs)]]))[::-1]
-    pts = []
-    for t in ts:
-        pts.append(
-            dict(
-                threshold=float(t),
-                sensitivity=float(np.mean(ls >= t)) if ls.size else float("nan"),
-                fp_per_slice=float(np.sum(fs >= t)) / n_slices if n_slices else float("nan"),
-            )
-        )
-    return pts
+    if ts.size == 0:
+        return []
+    ls_sorted, fs_sorted = np.sort(ls), np.sort(fs)
+    n_les = np.searchsorted(ls_sorted, ts, side="left")  # lesions with score < t
+    n_fp = np.searchsorted(fs_sorted, ts, side="left")
+    sens = (ls.size - n_les) / ls.size if ls.size else np.full(ts.shape, np.nan)
+    fpps = (fs.size - n_fp) / n_slices if n_slices else np.full(ts.shape, np.nan)
+    level = ls.size - n_les  # lesions found: the sensitivity level, exact in integers
+    keep = np.ones(ts.size, bool)
+    keep[1:-1] = (level[1:-1] != level[:-2]) | (level[1:-1] != level[2:])
+    return [dict(threshold=float(t), sensitivity=float(a), fp_per_slice=float(b))
+            for t, a, b in zip(ts[keep], sens[keep], fpps[keep])]
 
 
 # ----------------------------------------------------------------------------- fusion

@@ -230,6 +230,20 @@ def test_froc_points_by_hand():
     assert [p["fp_per_slice"] for p in pts] == pytest.approx([0.0, 0.5, 0.5, 1.0])
 
 
+def test_froc_keeps_the_corners_of_the_full_staircase():
+    rng = np.random.default_rng(3)
+    les, fps, n = list(rng.random(5) * 10), list(rng.random(400) * 10), 50
+    full = []  # every distinct threshold, written out directly
+    for t in sorted(set(les) | set(fps), reverse=True):
+        full.append((t, np.mean(np.array(les) >= t), np.sum(np.array(fps) >= t) / n))
+    pts = [(p["threshold"], p["sensitivity"], p["fp_per_slice"]) for p in metrics.froc(les, fps, n)]
+    assert len(pts) <= 2 * (len(les) + 1) < len(full)
+    corners = [full[i] for i in range(len(full))
+               if i in (0, len(full) - 1) or full[i - 1][1] != full[i][1] or full[i + 1][1] != full[i][1]]
+    np.testing.assert_allclose(np.array(pts), np.array(corners))
+    assert metrics.froc([], [], 3) == []
+
+
 # ----------------------------------------------------------------------------- fusion
 def test_mutual_information_of_an_image_with_itself_is_its_entropy():
     a = np.tile(np.arange(4.0), (8, 2)).T  # 4 equally frequent levels -> 2 bits

@@ -211,7 +211,7 @@ def pet_dicom_source(pet_path: Path):
 
     from ctpet_srgan import dicom_io
 
-    files = dicom_io._series_files(pet_path) if pet_path.is_dir() else [pet_path]
+    files = dicom_io.series_files(pet_path) if pet_path.is_dir() else [pet_path]
     for f in files:
         try:
             ds = pydicom.dcmread(str(f), stop_before_pixels=True)
@@ -220,6 +220,21 @@ def pet_dicom_source(pet_path: Path):
         if str(ds.get("Modality", "")).upper() == "PT":
             return ds
     return None
+
+
+def _tracer(rp) -> dict:
+    """The source's tracer and radionuclide (PetInfo fields), so a derived FLT or Ga-68 series is not labelled FDG."""
+    out = {}
+    if rp.get("Radiopharmaceutical"):
+        out["radiopharmaceutical"] = str(rp.Radiopharmaceutical)
+    codes = rp.get("RadionuclideCodeSequence")
+    if codes:
+        c = codes[0]
+        if c.get("CodeValue") and c.get("CodingSchemeDesignator"):
+            out["radionuclide_code"] = (str(c.CodeValue), str(c.CodingSchemeDesignator))
+        if c.get("CodeMeaning"):
+            out["radionuclide"] = str(c.CodeMeaning)
+    return out
 
 
 def derived_pet_series(sr_pet, src, out_dir: Path, description: str) -> None:
@@ -232,7 +247,7 @@ def derived_pet_series(sr_pet, src, out_dir: Path, description: str) -> None:
     from pydicom.dataset import Dataset
 
     from ctpet_srgan import suv
-    from ctpet_srgan.dicom_write import PetInfo, StudyInfo, _set_pet_attributes, write_series
+    from ctpet_srgan.dicom_write import PetInfo, StudyInfo, set_pet_attributes, write_series
     from ctpet_srgan.errors import InputError
     from ctpet_srgan.geometry import Volume
 
@@ -247,7 +262,7 @@ def derived_pet_series(sr_pet, src, out_dir: Path, description: str) -> None:
             injected_dose_bq=float(rp.RadionuclideTotalDose), half_life_s=float(rp.RadionuclideHalfLife),
             injection_datetime=inj, series_datetime=series_t, acquisition_datetime=acq,
             decay_correction=str(src.get("DecayCorrection", "START")).upper(), units="BQML",
-            frame_duration_ms=int(src.get("ActualFrameDuration") or 180_000))
+            frame_duration_ms=int(src.get("ActualFrameDuration") or 180_000), **_tracer(rp))
         if None in (inj, series_t, acq):
             raise ValueError("missing dates/times")
         weight = float(src.PatientWeight)
@@ -260,7 +275,7 @@ def derived_pet_series(sr_pet, src, out_dir: Path, description: str) -> None:
                       patient_weight_kg=weight, patient_sex=str(src.get("PatientSex", "") or "O"))
     template = Dataset()
     template.PatientWeight = weight
-    _set_pet_attributes(template, pet)
+    set_pet_attributes(template, pet)
     factor, _, _ = suv.suv_scale_factor(template, [acq] * sr_pet.shape[0])
     factor = np.broadcast_to(np.asarray(factor, np.float64), (sr_pet.shape[0],))
     bqml = np.maximum(sr_pet.array, 0.0) / factor[:, None, None]

@@ -69,7 +69,8 @@ def _dcmread(path: Path, *, header_only: bool) -> Dataset | None:
     return ds
 
 
-def _series_files(folder: Path) -> list[Path]:
+def series_files(folder: Path) -> list[Path]:
+    """The DICOM candidates of one series folder, sorted; InputError if there are none."""
     files = sorted(p for p in folder.iterdir() if _is_candidate(p))
     if not files:
         subdirs = [p for p in folder.iterdir() if p.is_dir()]
@@ -178,7 +179,7 @@ def read_series(path: str | os.PathLike | Sequence[str | os.PathLike]) -> Volume
         p = Path(path)
         if not p.exists():
             raise InputError(p, "does not exist")
-        files, where = (_series_files(p), p) if p.is_dir() else ([p], p)
+        files, where = (series_files(p), p) if p.is_dir() else ([p], p)
     else:
         files = [Path(f) for f in path]
         if not files:

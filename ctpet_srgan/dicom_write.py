@@ -57,6 +57,8 @@ class PetInfo:
     units: str = "BQML"
     radionuclide: str = "^18^Fluorine"
     frame_duration_ms: int = 180_000
+    radiopharmaceutical: str = "Fluorodeoxyglucose"
+    radionuclide_code: tuple[str, str] = ("C-111A1", "SRT")  # (CodeValue, CodingSchemeDesignator) of radionuclide
 
 
 def _da(t: dt.datetime) -> str:
@@ -151,7 +153,7 @@ def write_series(
         ds.PixelRepresentation = 1
         img = np.asarray(vol.array[k], np.float64)
         if is_pet:
-            _set_pet_attributes(ds, pet)
+            set_pet_attributes(ds, pet)
             peak = float(max(img.max(), 1e-6))
             slope = peak / 32767.0
             stored = np.clip(np.round(img / slope), -32768, 32767).astype(np.int16)
@@ -174,7 +176,8 @@ def write_series(
     return paths
 
 
-def _set_pet_attributes(ds: Dataset, pet: PetInfo) -> None:
+def set_pet_attributes(ds: Dataset, pet: PetInfo) -> None:
+    """Writes the PET timing, units and radiopharmaceutical tags of `pet` into `ds` (SUV stays computable)."""
     ds.SeriesDate, ds.SeriesTime = _da(pet.series_datetime), _tm(pet.series_datetime)
     ds.AcquisitionDate, ds.AcquisitionTime = _da(pet.acquisition_datetime), _tm(pet.acquisition_datetime)
     ds.Units = pet.units
@@ -185,13 +188,14 @@ def _set_pet_attributes(ds: Dataset, pet: PetInfo) -> None:
     ds.FrameReferenceTime = "0"
     ds.DecayFactor = "1"
     rp = Dataset()
-    rp.Radiopharmaceutical = "Fluorodeoxyglucose"
+    rp.Radiopharmaceutical = pet.radiopharmaceutical
     rp.RadionuclideTotalDose = _ds_float(pet.injected_dose_bq)
     rp.RadionuclideHalfLife = _ds_float(pet.half_life_s)
     rp.RadiopharmaceuticalStartTime = _tm(pet.injection_datetime)
     rp.RadiopharmaceuticalStartDateTime = _da(pet.injection_datetime) + _tm(pet.injection_datetime)
     nuc = Dataset()
-    nuc.CodeValue, nuc.CodingSchemeDesignator, nuc.CodeMeaning = "C-111A1", "SRT", pet.radionuclide
+    nuc.CodeValue, nuc.CodingSchemeDesignator = pet.radionuclide_code
+    nuc.CodeMeaning = pet.radionuclide
     rp.RadionuclideCodeSequence = DicomSequence([nuc])
     ds.RadiopharmaceuticalInformationSequence = DicomSequence([rp])
 

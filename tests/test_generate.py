@@ -128,6 +128,24 @@ def test_2d_npy_and_image_inputs(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "img.npy"), pet.repeat(2, 0).repeat(2, 1), atol=1e-5)
 
 
+def test_dicom_output_keeps_the_source_tracer(study, tmp_path):
+    pet = tmp_path / "pet"
+    pet.mkdir()
+    for f in sorted((study / "pet").iterdir()):  # the phantom's FDG series relabelled as Ga-68 PSMA
+        ds = pydicom.dcmread(f)
+        rp = ds.RadiopharmaceuticalInformationSequence[0]
+        rp.Radiopharmaceutical = "Ga-68 PSMA-11"
+        code = rp.RadionuclideCodeSequence[0]
+        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "C-131A3", "SRT", "^68^Gallium"
+        ds.save_as(pet / f.name)
+    out = tmp_path / "sr_dicom"
+    generate.generate(study / "ct", pet, out, study / "models" / "tiny", OPTS)
+    rp = pydicom.dcmread(sorted(out.iterdir())[0]).RadiopharmaceuticalInformationSequence[0]
+    assert rp.Radiopharmaceutical == "Ga-68 PSMA-11"
+    code = rp.RadionuclideCodeSequence[0]
+    assert (code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning) == ("C-131A3", "SRT", "^68^Gallium")
+
+
 def test_real_pet_slice_smoke(tmp_path):
     """The real ACRIN-FLT PET slice (Units BQML -> SUVbw) with a synthetic CT made on its grid."""
     pet = read_volume(REAL_PET_SLICE, modality="PT")

@@ -51,13 +51,18 @@ def _is_candidate(path: Path) -> bool:
 
 
 def _dcmread(path: Path, *, header_only: bool) -> Dataset | None:
-    """Reads a file; None for a magic-less, extension-less file that is not DICOM (skipped)."""
-    magic = has_dicom_magic(path)
-    kwargs: dict[str, Any] = {"force": not magic}
+    """Reads a file; None for a magic-less, extension-less file that is not DICOM (skipped). One open per file:
+    the preamble check and the parse share it."""
+    kwargs: dict[str, Any] = {}
     if header_only:
         kwargs.update(stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    magic = False
     try:
-        ds = pydicom.dcmread(str(path), **kwargs)
+        with open(path, "rb") as f:
+            head = f.read(132)
+            magic = len(head) == 132 and head[128:132] == b"DICM"
+            f.seek(0)
+            ds = pydicom.dcmread(f, force=not magic, **kwargs)
     except Exception as e:  # pydicom raises many types on corrupt input
         if not magic and path.suffix == "":
             return None

@@ -15,8 +15,8 @@ Per study (a PURE function, `prepare_study`, so it can run in a process pool her
    LR CT = HR CT area-averaged by `scale`.
 5. One tf.train.Example per axial slice (records.serialize_example), physical units (SUVbw, HU).
 
-Driver (`convert`): each finished study goes to OUT/.work/<hash>.tfrecord (+ .json summary) atomically, so a rerun
-resumes; then a deterministic split by study (sorted hashes), final shards `<split>-NNNNN-of-NNNNN.tfrecord[.gz]`,
+Driver (`convert`): each finished study goes to OUT/.work/<hash>.examples (+ .json summary) atomically, written by the
+worker that prepared it, so a rerun resumes; then a deterministic split by study (sorted hashes), final shards `<split>-NNNNN-of-NNNNN.tfrecord[.gz]`,
 and manifest.json LAST. No patient identifiers or input paths reach OUT: studies are named by a salted hash.
 """
 
@@ -387,22 +387,36 @@ def _write_tfrecord(path: Path, examples, compression: str = "") -> None:
                 w.write(ex)
 
 
-def _read_tfrecord(path: Path):
-    import tensorflow as tf
-
-    for ex in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
-        yield ex
-
-
-def _save_result(work: Path, res: StudyResult) -> None:
-    """Summary first, records last: the .tfrecord's presence marks the study done."""
-    write_json_atomic(work / f"{res.study_hash}.json", res.summary)
-    _write_tfrecord(work / f"{res.study_hash}.tfrecord", res.examples)
+# A study's finished examples in OUT/.work/<hash>.examples: each record is its length (8 bytes, little-endian)
+# then its bytes. Internal to a run (the shards are TFRecords); plain Python so that workers write their own
+# results without TensorFlow and without sending them back through the process pool.
+def _write_examples(path: Path, examples: Sequence[bytes]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        for ex in examples:
+            f.write(len(ex).to_bytes(8, "little"))
+            f.write(ex)
 
 
-def _prepare_quietly(spec: StudySpec, cfg: ConvertConfig) -> StudyResult:
+def _read_examples(path: Path):
+    with open(path, "rb") as f:
+        while head := f.read(8):
+            n = int.from_bytes(head, "little")
+            ex = f.read(n)
+            if len(head) != 8 or len(ex) != n:
+                raise InputError(path, "truncated work file; rerun with --overwrite")
+            yield ex
+
+
+def _done_marker(work: Path, key: str) -> Path:
+    return work / f"{key}.examples"
+
+
+def _prepare_and_save(spec: StudySpec, cfg: ConvertConfig, work: Path) -> None:
+    """prepare_study, then its summary and examples into `work` (summary first: the examples file marks it done)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return prepare_study(spec, cfg)
+    res = prepare_study(spec, cfg)
+    write_json_atomic(work / f"{res.study_hash}.json", res.summary)
+    _write_examples(_done_marker(work, res.study_hash), res.examples)
 
 
 def convert(
@@ -451,14 +465,14 @@ def convert(
     else:
         write_json_atomic(settings_path, settings)
 
-    todo = [s for s in specs if not (work / f"{s.key}.tfrecord").exists()]
+    todo = [s for s in specs if not _done_marker(work, s.key).exists()]
     if len(todo) < len(specs):
         log(f"resuming: {len(specs) - len(todo)} of {len(specs)} studies already prepared")
     failures = []
     if workers <= 1 or len(todo) <= 1:
         for s in todo:
             try:
-                _save_result(work, prepare_study(s, cfg))
+                _prepare_and_save(s, cfg, work)
                 log(f"study {s.key}: done")
             except Exception as e:  # noqa: BLE001 - reported below, other studies are kept
                 failures.append(f"study {s.key}: {e}")
@@ -466,11 +480,11 @@ def convert(
     else:
         ctx = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futs = {pool.submit(_prepare_quietly, s, cfg): s for s in todo}
+            futs = {pool.submit(_prepare_and_save, s, cfg, work): s for s in todo}
             for fut in cf.as_completed(futs):
                 s = futs[fut]
                 try:
-                    _save_result(work, fut.result())
+                    fut.result()
                     log(f"study {s.key}: done")
                 except Exception as e:  # noqa: BLE001 - reported below, other studies are kept
                     failures.append(f"study {s.key}: {e}")
@@ -501,7 +515,7 @@ def _finish(out: Path, keys: list[str], cfg: ConvertConfig, compression: str, sh
         studies = [k for k in keys if split_of[k] == split]
         total = sum(summaries[k]["slices"] for k in studies)
         n_shards = math.ceil(total / shard_size)
-        stream = (ex for k in studies for ex in _read_tfrecord(work / f"{k}.tfrecord"))
+        stream = (ex for k in studies for ex in _read_examples(_done_marker(work, k)))
         shards = []
         for i in range(n_shards):
             name = f"{split}-{i:05d}-of-{n_shards:05d}{suffix}"

@@ -20,7 +20,7 @@ def inspect(data_dir: str | Path, *, verify: bool = False) -> dict[str, Any]:
     d = Path(data_dir)
     if not (d / records.MANIFEST).exists():
         work = d / ".work"
-        done = sorted(p.stem for p in work.glob("*.tfrecord")) if work.is_dir() else []
+        done = sorted(p.stem for p in work.glob("*.examples")) if work.is_dir() else []
         return {"dir": str(d), "complete": False, "prepared_studies": len(done),
                 "problems": ["no manifest.json: missing or unfinished (rerun convert with the same --out)"]}
     m = records.read_manifest(d)

@@ -164,8 +164,8 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(prepared, tmp_path, 
     with pytest.raises(InputError, match="nowhere"):
         cv.convert([specs[0], broken, specs[2]], out, cfg, shard_size=5, log=lambda s: None)
     assert not (out / records.MANIFEST).exists()
-    assert sorted(p.name for p in (out / ".work").glob("*.tfrecord")) == sorted(
-        f"{s.key}.tfrecord" for s in (specs[0], specs[2]))
+    assert sorted(p.name for p in (out / ".work").glob("*.examples")) == sorted(
+        f"{s.key}.examples" for s in (specs[0], specs[2]))
     assert inspect(out)["complete"] is False and inspect(out)["prepared_studies"] == 2
     with pytest.raises(FileNotFoundError):
         records.read_manifest(out)
@@ -317,13 +317,13 @@ def test_a_killed_run_leaves_no_manifest_and_resumes(prepared, phantoms, tmp_pat
                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and not list((out / ".work").glob("*.tfrecord")) and proc.poll() is None:
+        while time.time() < deadline and not list((out / ".work").glob("*.examples")) and proc.poll() is None:
             time.sleep(0.05)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    done = list((out / ".work").glob("*.tfrecord"))
+    done = list((out / ".work").glob("*.examples"))
     if proc.returncode == 0:  # it finished before the kill (a very fast machine): still a valid complete set
         assert records.read_manifest(out)["splits"] == m_ref["splits"]
         return

@@ -212,7 +212,8 @@ def _time_model_call(model, inputs: dict, *, jit: bool, repeats: int, flops: int
 
 
 def bench_inference(gen_cfg, ref: float, sizes: Sizes) -> dict:
-    """Plain model calls at several batch sizes, XLA vs plain at the default batch (timed alternately), then
+    """Plain model calls at several batch sizes, plain and XLA at the default batch (each timed in turn with the
+    matmul reference), then
     Predictor.predict (the generate.py path) with several tile sizes."""
     import numpy as np
 
@@ -231,15 +232,16 @@ def bench_inference(gen_cfg, ref: float, sizes: Sizes) -> dict:
         r = _time_model_call(model, _gen_inputs(gen_cfg, bb, lr), jit=False, repeats=sizes.repeats, flops=None)
         rows.append({"what": "model call", "batch": bb, "lr": [lr, lr], "hr": [lr * s, lr * s], "xla": False, **r})
     x = _gen_inputs(gen_cfg, b, lr)
-    plain, rp = _prepare_model_call(model, x, jit=False, flops=None)
-    xla, rx = _prepare_model_call(model, x, jit=True, flops=rp["flops"])
     ref_call, ref_flops = reference_call(sizes.matmul_n)
-    t = alternate({"plain": plain, "xla": xla, "reference": ref_call}, sizes.repeats)
-    local_ref = paired(t, ref_flops)
-    for key, r in (("plain", rp), ("xla", rx)):
-        rows.append({"what": "model call", "batch": b, "lr": [lr, lr], "hr": [lr * s, lr * s], "xla": key == "xla",
-                     **r, "best_s": t[key][0], "median_s": t[key][1], "paired_reference_gflops": local_ref,
-                     "paired_share": rp["flops"] / t[key][0] / 1e9 / local_ref})
+    rp = None
+    for jit in (False, True):  # plain first; XLA's own thread pool is never interleaved with the plain calls
+        call, r = _prepare_model_call(model, x, jit=jit, flops=None if rp is None else rp["flops"])
+        rp = rp or r
+        t = alternate({"model": call, "reference": ref_call}, sizes.repeats)
+        local_ref = paired(t, ref_flops)
+        rows.append({"what": "model call", "batch": b, "lr": [lr, lr], "hr": [lr * s, lr * s], "xla": jit,
+                     **r, "best_s": t["model"][0], "median_s": t["model"][1], "paired_reference_gflops": local_ref,
+                     "paired_share": rp["flops"] / t["model"][0] / 1e9 / local_ref})
     flops_per_lr_px = rp["flops"] / (b * lr * lr)
     for r in rows:
         r["gflops"] = r["flops"] / r["best_s"] / 1e9
@@ -286,7 +288,7 @@ def _train_batch(gen_cfg, b: int, p: int) -> dict:
 
 def bench_training(gen_cfg, st: dict, ref: float, sizes: Sizes, *, jits: tuple[bool, ...] = (False, True)) -> dict:
     """Training steps of the real Trainer (its SRGAN model, optimizers and per-replica step) on a constant batch,
-    both phases, without and with XLA (the variants timed in turn). Returns {"plain"|"xla": {phase: row}}."""
+    both phases, without and with XLA (each setting timed in turn with the matmul reference). Returns {"plain"|"xla": {phase: row}}."""
     import tensorflow as tf
 
     from bench.common import count_flops
@@ -300,9 +302,11 @@ def bench_training(gen_cfg, st: dict, ref: float, sizes: Sizes, *, jits: tuple[b
         from ctpet_srgan.vgg import load_vgg_features
 
         vgg, _ = load_vgg_features("random", st["vgg_layer"], st["vgg_before_activation"])  # same cost as ImageNet
-    tmps, calls, rows = [], {}, {}
+    tmps, rows, out = [], {}, {}
+    ref_call, ref_flops = reference_call(sizes.matmul_n)
     try:
-        for jit in jits:
+        for jit in jits:  # each setting timed in turn with the reference only: plain and XLA steps never interleave
+            calls = {}
             kw = dict(batch_size=b, patch_size=p, pretrain_steps=1, gan_steps=1, content_loss=st["content_loss"],
                       vgg_weights="random", vgg_layer=st["vgg_layer"], vgg_before_activation=st["vgg_before_activation"],
                       d_filters=st["d_filters"], checkpoint_every=10**9, log_every=10**9, eval_every=0, jit_compile=jit)
@@ -327,16 +331,15 @@ def bench_training(gen_cfg, st: dict, ref: float, sizes: Sizes, *, jits: tuple[b
                 rows[key] = {"batch": b, "lr_patch": [p, p], "hr_patch": [p * s, p * s], "xla": jit, "flops": flops,
                              "compile_s": compile_s, "counted": "loss+gradient function (G" + (" + D" if gan else "")
                              + (" + VGG" if gan and vgg is not None else "") + " forward and backward)"}
-        ref_call, ref_flops = reference_call(sizes.matmul_n)
-        times = alternate({**calls, "reference": ref_call}, sizes.train_repeats)
-        local_ref = paired(times, ref_flops)
-        out: dict[str, dict] = {}
-        for (setting, phase), r in rows.items():
-            best, med = times[(setting, phase)]
-            r.update(paired_reference_gflops=local_ref, paired_share=r["flops"] / best / 1e9 / local_ref)
-            r.update(best_s=best, median_s=med, gflops=r["flops"] / best / 1e9, fraction=r["flops"] / best / 1e9 / ref,
-                     hr_pixels_per_s=b * (p * s) ** 2 / best, examples_per_s=b / best)
-            out.setdefault(setting, {})[phase] = r
+            times = alternate({**calls, "reference": ref_call}, sizes.train_repeats)
+            local_ref = paired(times, ref_flops)
+            for setting, phase in calls:
+                r, (best, med) = rows[(setting, phase)], times[(setting, phase)]
+                r.update(paired_reference_gflops=local_ref, paired_share=r["flops"] / best / 1e9 / local_ref)
+                r.update(best_s=best, median_s=med, gflops=r["flops"] / best / 1e9,
+                         fraction=r["flops"] / best / 1e9 / ref, hr_pixels_per_s=b * (p * s) ** 2 / best,
+                         examples_per_s=b / best)
+                out.setdefault(setting, {})[phase] = r
         return out
     finally:
         for t in tmps:

@@ -407,13 +407,21 @@ def _read_examples(path: Path):
             yield ex
 
 
+_DONE = ".examples"  # a study's finished work file; its presence marks the study done
+
+
 def _done_marker(work: Path, key: str) -> Path:
-    return work / f"{key}.examples"
+    return work / f"{key}{_DONE}"
+
+
+def prepared_studies(out_dir: PathLike) -> list[str]:
+    """Hashes of the studies an unfinished run in OUT_DIR has already prepared (what a rerun will skip)."""
+    work = Path(out_dir) / WORK
+    return sorted(p.stem for p in work.glob(f"*{_DONE}")) if work.is_dir() else []
 
 
 def _prepare_and_save(spec: StudySpec, cfg: ConvertConfig, work: Path) -> None:
     """prepare_study, then its summary and examples into `work` (summary first: the examples file marks it done)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     res = prepare_study(spec, cfg)
     write_json_atomic(work / f"{res.study_hash}.json", res.summary)
     _write_examples(_done_marker(work, res.study_hash), res.examples)

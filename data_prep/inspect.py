@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ctpet_srgan import records
+from data_prep.convert import prepared_studies
 
 
 def _count_records(path: Path, compression: str) -> int:
@@ -19,8 +20,7 @@ def inspect(data_dir: str | Path, *, verify: bool = False) -> dict[str, Any]:
     """Summary of DATA_DIR. `verify` also counts the records in every shard against the manifest."""
     d = Path(data_dir)
     if not (d / records.MANIFEST).exists():
-        work = d / ".work"
-        done = sorted(p.stem for p in work.glob("*.examples")) if work.is_dir() else []
+        done = prepared_studies(d)
         return {"dir": str(d), "complete": False, "prepared_studies": len(done),
                 "problems": ["no manifest.json: missing or unfinished (rerun convert with the same --out)"]}
     m = records.read_manifest(d)

@@ -47,6 +47,16 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+def write_json_once(path: str | os.PathLike, obj: Any) -> bool:
+    """Writes `obj` to `path` (atomically) unless the file exists; then True only if it holds the same JSON.
+    The settings marker of a resumable job: a rerun with other settings must not mix its output with the first."""
+    p = Path(path)
+    if p.exists():
+        return json.loads(p.read_text()) == json.loads(json.dumps(obj))
+    write_json_atomic(p, obj)
+    return True
+
+
 def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
     """Moves the finished folder `tmp` to `final` (same file system) by rename. An existing `final` is
     first renamed aside and deleted only after the new folder is in place, so `final` is never half

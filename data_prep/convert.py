@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ctpet_srgan import records
-from ctpet_srgan.atomic import atomic_path, write_json_atomic
+from ctpet_srgan.atomic import atomic_path, write_json_atomic, write_json_once
 from ctpet_srgan.degradation import add_count_noise, downsample_area, extra_fwhm_mm, gaussian_blur
 from ctpet_srgan.errors import InputError
 from ctpet_srgan.geometry import Volume, resample
@@ -466,12 +466,8 @@ def convert(
     for d in (out, work):  # temporary files of a run that was killed mid-write
         for p in d.glob(".*.tmp"):
             p.unlink(missing_ok=True)
-    settings_path = work / "settings.json"
-    if settings_path.exists():
-        if json.loads(settings_path.read_text()) != json.loads(json.dumps(settings)):
-            raise ValueError(f"{out}: an earlier unfinished run used other settings; rerun them or pass --overwrite")
-    else:
-        write_json_atomic(settings_path, settings)
+    if not write_json_once(work / "settings.json", settings):
+        raise ValueError(f"{out}: an earlier unfinished run used other settings; rerun them or pass --overwrite")
 
     todo = [s for s in specs if not _done_marker(work, s.key).exists()]
     if len(todo) < len(specs):

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from ctpet_srgan.atomic import write_json_atomic
+from ctpet_srgan.atomic import write_json_once
 from ctpet_srgan.degradation import add_count_noise, downsample_area, extra_fwhm_mm, gaussian_blur
 from ctpet_srgan.dicom_write import PetInfo, StudyInfo, write_series
 from ctpet_srgan.geometry import Volume, axial_affine
@@ -361,11 +361,8 @@ def write_phantom_studies(out_dir: str | Path, cases: int, seed: int, *, nema_ev
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = {"seed": int(seed), "nema_every": int(nema_every), "config": dataclasses.asdict(cfg)}
     marker = out_dir / "phantom.json"
-    if marker.exists():
-        if json.loads(marker.read_text()) != json.loads(json.dumps(settings)):
-            raise ValueError(f"{marker}: this folder holds phantoms made with other settings; use another --out")
-    else:
-        write_json_atomic(marker, settings)
+    if not write_json_once(marker, settings):
+        raise ValueError(f"{marker}: this folder holds phantoms made with other settings; use another --out")
     paths = []
     for i, (variant, with_lesions) in enumerate(case_plan(cases, nema_every)):
         path = out_dir / f"case_{i:03d}"

@@ -1,8 +1,9 @@
+import json
 import os
 
 import pytest
 
-from ctpet_srgan.atomic import atomic_path, replace_dir, write_json_atomic
+from ctpet_srgan.atomic import atomic_path, replace_dir, write_json_atomic, write_json_once
 
 
 def test_failed_write_leaves_neither_file_nor_temp(tmp_path):
@@ -30,3 +31,11 @@ def test_replace_dir_swaps_whole_folders(tmp_path):
         replace_dir(tmp, final)
     assert (final / "f").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]
+
+
+def test_write_json_once_writes_then_only_agrees_with_the_same_settings(tmp_path):
+    p = tmp_path / "settings.json"
+    assert write_json_once(p, {"a": 1, "b": [1.5, 2]}) and json.loads(p.read_text()) == {"a": 1, "b": [1.5, 2]}
+    assert write_json_once(p, {"b": (1.5, 2), "a": 1})  # same JSON: key order and tuple vs list do not matter
+    assert not write_json_once(p, {"a": 2, "b": [1.5, 2]})
+    assert json.loads(p.read_text()) == {"a": 1, "b": [1.5, 2]}  # the first settings are kept

@@ -288,7 +288,8 @@ def _train_batch(gen_cfg, b: int, p: int) -> dict:
 
 def bench_training(gen_cfg, st: dict, ref: float, sizes: Sizes, *, jits: tuple[bool, ...] = (False, True)) -> dict:
     """Training steps of the real Trainer (its SRGAN model, optimizers and per-replica step) on a constant batch,
-    both phases, without and with XLA (each setting timed in turn with the matmul reference). Returns {"plain"|"xla": {phase: row}}."""
+    both phases, without and with XLA (each setting timed in turn with the matmul reference).
+    Returns {"plain"|"xla": {phase: row}}."""
     import tensorflow as tf
 
     from bench.common import count_flops

@@ -1,8 +1,8 @@
 """The physics model that turns a high-resolution PET into a clinical-looking low-resolution one.
 
-NumPy functions (and OpenCV for the convolution; no SciPy): a Gaussian point-spread function given by its FWHM in mm on a grid of
-given voxel size, area-average downsampling by an integer factor, and count-dependent (Poisson) noise
-drawn from an explicit `numpy.random.Generator`. PET values are SUVbw (g/mL), CT values HU.
+NumPy functions (OpenCV for the convolution; no SciPy): a Gaussian point-spread function given by its FWHM in
+mm on a grid of given voxel size, area-average downsampling by an integer factor, and count-dependent (Poisson)
+noise drawn from an explicit `numpy.random.Generator`. PET values are SUVbw (g/mL), CT values HU.
 
 Array axes follow the project's (k, j, i) = (slice, row, column) order; every `spacing_mm` argument
 here lists the voxel size of each ARRAY axis in that same order (unlike `Volume.spacing_mm`, which is

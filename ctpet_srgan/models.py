@@ -147,9 +147,9 @@ def build_generator(cfg: GeneratorConfig) -> keras.Model:
     with a long skip. The blocks have NO batch normalisation: EDSR (Lim et al. 2017) and ESRGAN (Wang et al. 2018)
     showed BN hurts SR quality (it normalises away the absolute intensity that PET SUVs carry) and batch statistics
     make multi-replica and resumed training depend on the per-replica batch. Then per x2 stage conv -> SubPixel(2)
-    -> PReLU, and one 3x3 head whose channels are HR PET and HR CT. Global residual: sr_pet = head + bilinear(lr_pet); sr_ct = head +
-    bilinear(lr_ct) ("lr") or + hr_ct ("s2d"); the heads start at zero, so training starts from interpolation.
-    Heads and residual adds are float32 under mixed precision.
+    -> PReLU, and one 3x3 head whose channels are HR PET and HR CT. Global residual: sr_pet = head[0] +
+    bilinear(lr_pet); sr_ct = head[1] + bilinear(lr_ct) ("lr") or + hr_ct ("s2d"); the head starts at zero, so
+    training starts from interpolation. The head and residual adds are float32 under mixed precision.
     Inputs: dict of [B, h, w, 1] (lr_*) / [B, h*s, w*s, 1] (hr_ct); outputs {'sr_pet', 'sr_ct'} [B, h*s, w*s, 1].
     """
     s, f = cfg.scale, cfg.filters

@@ -15,9 +15,9 @@ Per study (a PURE function, `prepare_study`, so it can run in a process pool her
    LR CT = HR CT area-averaged by `scale`.
 5. One tf.train.Example per axial slice (records.serialize_example), physical units (SUVbw, HU).
 
-Driver (`convert`): each finished study goes to OUT/.work/<hash>.examples (+ .json summary) atomically, written by the
-worker that prepared it, so a rerun resumes; then a deterministic split by study (sorted hashes), final shards `<split>-NNNNN-of-NNNNN.tfrecord[.gz]`,
-and manifest.json LAST. No patient identifiers or input paths reach OUT: studies are named by a salted hash.
+Driver (`convert`): each finished study goes to OUT/.work/<hash>.examples (+ .json summary) atomically, written by
+the worker that prepared it, so a rerun resumes; then a deterministic split by study (sorted hashes), final shards
+`<split>-NNNNN-of-NNNNN.tfrecord[.gz]`, and manifest.json LAST. No patient identifiers or input paths reach OUT: studies are named by a salted hash.
 """
 
 from __future__ import annotations

@@ -39,5 +39,10 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console entry point `ctpet-export` (same flags as `python export_savedmodel.py`)."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

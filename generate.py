@@ -422,6 +422,11 @@ def _define_flags() -> None:
     flags.DEFINE_boolean("progress", True, "Show a progress bar.")
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console entry point `ctpet-generate` (same flags as `python generate.py`)."""
     _define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

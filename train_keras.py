@@ -178,5 +178,10 @@ def _main():
     print("train_keras: done; final validation " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console entry point `ctpet-train` (same flags as `python train_keras.py`)."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

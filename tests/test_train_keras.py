@@ -1,0 +1,51 @@
+"""train_keras.py's flags and the library's config dataclasses must agree: one source of truth for defaults."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Flags whose name differs from the TrainConfig field they fill.
+RENAMED = {"jit_compile": "xla"}
+
+_DUMP = """
+import json, sys
+import train_keras
+from absl import flags
+F = flags.FLAGS
+print(json.dumps({name: F[name].default for name in F}))
+"""
+
+
+def _flag_defaults() -> dict:
+    out = subprocess.run([sys.executable, "-c", _DUMP], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_every_train_config_field_is_a_flag_with_the_same_default():
+    from ctpet_srgan.training import TrainConfig
+
+    defaults = _flag_defaults()
+    cfg = TrainConfig()
+    missing, differ = [], []
+    for f in dataclasses.fields(TrainConfig):
+        name = RENAMED.get(f.name, f.name)
+        if name not in defaults:
+            missing.append(f.name)
+        elif defaults[name] != getattr(cfg, f.name):
+            differ.append((f.name, defaults[name], getattr(cfg, f.name)))
+    assert not missing, f"TrainConfig fields without a train_keras flag: {missing}"
+    assert not differ, f"flag default != TrainConfig default: {differ}"
+
+
+def test_generator_flags_match_generator_config_defaults():
+    from ctpet_srgan.models import GeneratorConfig
+
+    defaults = _flag_defaults()
+    gen = GeneratorConfig(scale=2)
+    for name in ("filters", "num_blocks", "ct_mode"):
+        assert defaults[name] == getattr(gen, name), name

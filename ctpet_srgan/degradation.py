@@ -11,10 +11,13 @@ here lists the voxel size of each ARRAY axis in that same order (unlike `Volume.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Sequence
 
 import numpy as np
+
+from ctpet_srgan.geometry import Volume, resample
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.3548
 
@@ -119,11 +122,48 @@ def degrade_pet(
     Gaussian PSF of `fwhm_mm` (on the HR grid, voxel size `spacing_mm` per array axis), area downsampling by
     `scale` in-plane, then count-dependent noise (`counts_per_suv` per LR voxel; None or 0: noise-free).
     """
+    _check_rng(counts_per_suv, rng, "degrade_pet")
+    return _downsample_and_count(gaussian_blur(hr_suv, spacing_mm, fwhm_mm), scale, counts_per_suv, rng)
+
+
+def degrade_pet_volume(
+    src: Volume,
+    hr_affine: np.ndarray,
+    hr_shape: tuple[int, int, int],
+    *,
+    scale: int,
+    fwhm_mm: float,
+    counts_per_suv: float | None,
+    rng: np.random.Generator | None,
+) -> np.ndarray:
+    """A PET volume (SUV, any grid) -> the LR PET (SUV) of the HR grid (`hr_affine`, `hr_shape` = (K, H, W)).
+
+    The LR model that `data_prep.convert` runs: Gaussian PSF of `fwhm_mm` applied on the source's own grid (each
+    axis at its own voxel size, edges continued), linear resampling onto the HR grid (0 outside the source), area
+    downsampling by `scale` in-plane, then count-dependent noise (`counts_per_suv` per LR voxel; None or 0:
+    noise-free).
+
+    Returns:
+        float32 [K, H/scale, W/scale], SUV.
+    """
+    _check_rng(counts_per_suv, rng, "degrade_pet_volume")
+    si, sj, sk = src.spacing_mm
+    blurred = dataclasses.replace(src, array=gaussian_blur(src.array, (sk, sj, si), fwhm_mm, mode="nearest"))
+    pre_lr = resample(blurred, hr_affine, hr_shape, fill_value=0.0).array
+    return _downsample_and_count(pre_lr, scale, counts_per_suv, rng)
+
+
+def _check_rng(counts_per_suv: float | None, rng: np.random.Generator | None, who: str) -> None:
     if counts_per_suv and rng is None:
-        raise ValueError("degrade_pet: noise needs an explicit numpy Generator (rng)")
-    blurred = gaussian_blur(hr_suv, spacing_mm, fwhm_mm)
+        raise ValueError(f"{who}: noise needs an explicit numpy Generator (rng)")
+
+
+def _downsample_and_count(
+    blurred: np.ndarray, scale: int, counts_per_suv: float | None, rng: np.random.Generator | None
+) -> np.ndarray:
+    """Area downsampling by `scale` in-plane, then Poisson noise of `counts_per_suv` per LR voxel (SUV)."""
     lr = downsample_area(blurred, scale)
-    return add_count_noise(lr, counts_per_suv or 0.0, rng) if counts_per_suv else lr
+    return add_count_noise(lr, counts_per_suv, rng) if counts_per_suv else lr
 
 
 def degrade_ct(hr_hu: np.ndarray, scale: int) -> np.ndarray:

@@ -37,7 +37,7 @@ import numpy as np
 
 from ctpet_srgan import records
 from ctpet_srgan.atomic import atomic_path, write_json_atomic, write_json_once
-from ctpet_srgan.degradation import add_count_noise, downsample_area, extra_fwhm_mm, gaussian_blur
+from ctpet_srgan.degradation import degrade_pet_volume, downsample_area, extra_fwhm_mm, gaussian_blur
 from ctpet_srgan.errors import InputError
 from ctpet_srgan.geometry import Volume, resample
 from ctpet_srgan.normalization import DEFAULT, Normalization
@@ -223,9 +223,8 @@ def prepare_study(spec: StudySpec, cfg: ConvertConfig) -> StudyResult:
     src = truth if truth is not None else pet
     hr_pet = resample(src, grid.hr_affine, grid.hr_shape, fill_value=0.0).array
     extra = extra_fwhm_mm(cfg.lr_fwhm_mm, cfg.truth_fwhm_mm) if truth is not None else cfg.no_truth_fwhm_mm
-    blurred = dataclasses.replace(src, array=gaussian_blur(src.array, _array_spacing(src), extra, mode="nearest"))
-    pre_lr = resample(blurred, grid.hr_affine, grid.hr_shape, fill_value=0.0).array
-    lr_pet = add_count_noise(downsample_area(pre_lr, cfg.scale), cfg.counts_per_suv, study_rng(cfg, spec.key))
+    lr_pet = degrade_pet_volume(src, grid.hr_affine, grid.hr_shape, scale=cfg.scale, fwhm_mm=extra,
+                                counts_per_suv=cfg.counts_per_suv, rng=study_rng(cfg, spec.key))
     lr_ct = downsample_area(hr_ct, cfg.scale)
     examples = []
     for k in range(K):

@@ -507,37 +507,38 @@ def _clear(out: Path) -> None:
     shutil.rmtree(out / WORK, ignore_errors=True)
 
 
-def _finish(out: Path, keys: list[str], cfg: ConvertConfig, compression: str, shard_size: int,
-            val_fraction: float, test_fraction: float, log) -> dict[str, Any]:
-    work = out / WORK
-    summaries = {k: json.loads((work / f"{k}.json").read_text()) for k in keys}
-    split_of = assign_splits(keys, val_fraction, test_fraction)
+def shard_layout(keys: Sequence[str], slices: dict[str, int], split_of: dict[str, str], shard_size: int,
+                 compression: str) -> dict[str, dict[str, Any]]:
+    """The final shards of a set (the same for every runner): split -> {studies, examples, shards}.
+
+    Args:
+        keys: the prepared studies' hashes; slices: study hash -> its number of examples; split_of: hash -> split.
+    Returns:
+        Per split: its studies (sorted), its example count and its shards, `{"file": name, "examples": n}` in
+        order; shard i holds that split's examples i*shard_size.. in (study hash, slice index) order.
+    """
     suffix = ".tfrecord.gz" if compression == "GZIP" else ".tfrecord"
-    splits, written = {}, set()
+    splits = {}
     for split in records.SPLITS:
-        studies = [k for k in keys if split_of[k] == split]
-        total = sum(summaries[k]["slices"] for k in studies)
+        studies = sorted(k for k in keys if split_of[k] == split)
+        total = sum(slices[k] for k in studies)
         n_shards = math.ceil(total / shard_size)
-        stream = (ex for k in studies for ex in _read_examples(_done_marker(work, k)))
-        shards = []
-        for i in range(n_shards):
-            name = f"{split}-{i:05d}-of-{n_shards:05d}{suffix}"
-            n = min(shard_size, total - i * shard_size)
-            batch = [next(stream) for _ in range(n)]
-            _write_tfrecord(out / name, batch, compression)
-            shards.append({"file": name, "examples": n})
-            written.add(name)
-        if next(stream, None) is not None:
-            raise RuntimeError(f"{work}: more records than the summaries say; rerun with --overwrite")
+        shards = [{"file": f"{split}-{i:05d}-of-{n_shards:05d}{suffix}",
+                   "examples": min(shard_size, total - i * shard_size)} for i in range(n_shards)]
         splits[split] = {"studies": studies, "examples": total, "shards": shards}
-    for p in out.iterdir():  # shards of an earlier interrupted run with other counts
-        if SHARD_RE.match(p.name) and p.name not in written:
-            p.unlink()
+    return splits
+
+
+def build_manifest(keys: Sequence[str], summaries: dict[str, dict[str, Any]], split_of: dict[str, str],
+                   splits: dict[str, dict[str, Any]], cfg: ConvertConfig, compression: str, shard_size: int,
+                   val_fraction: float, test_fraction: float, log) -> dict[str, Any]:
+    """manifest.json of a finished set from the per-study summaries and the shard layout (any runner)."""
+    keys = sorted(keys)
     first = summaries[keys[0]]
-    if len({json.dumps(s["hr_spacing_mm"]) for s in summaries.values()}) > 1:
+    if len({json.dumps(summaries[k]["hr_spacing_mm"]) for k in keys}) > 1:
         log("warning: studies have different HR voxel sizes (see studies[*].hr_spacing_mm); the manifest's"
             " hr_spacing_mm is the first study's; pass --hr_spacing_mm to make them equal")
-    manifest = {
+    return {
         "schema_version": records.SCHEMA_VERSION,
         "scale": cfg.scale,
         "hr_spacing_mm": first["hr_spacing_mm"],
@@ -551,6 +552,28 @@ def _finish(out: Path, keys: list[str], cfg: ConvertConfig, compression: str, sh
         "splits": splits,
         "studies": {k: {"split": split_of[k], **summaries[k]} for k in keys},
     }
+
+
+def _finish(out: Path, keys: list[str], cfg: ConvertConfig, compression: str, shard_size: int,
+            val_fraction: float, test_fraction: float, log) -> dict[str, Any]:
+    work = out / WORK
+    summaries = {k: json.loads((work / f"{k}.json").read_text()) for k in keys}
+    split_of = assign_splits(keys, val_fraction, test_fraction)
+    splits = shard_layout(keys, {k: s["slices"] for k, s in summaries.items()}, split_of, shard_size, compression)
+    written = set()
+    for split in records.SPLITS:
+        stream = (ex for k in splits[split]["studies"] for ex in _read_examples(_done_marker(work, k)))
+        for shard in splits[split]["shards"]:
+            batch = [next(stream) for _ in range(shard["examples"])]
+            _write_tfrecord(out / shard["file"], batch, compression)
+            written.add(shard["file"])
+        if next(stream, None) is not None:
+            raise RuntimeError(f"{work}: more records than the summaries say; rerun with --overwrite")
+    for p in out.iterdir():  # shards of an earlier interrupted run with other counts
+        if SHARD_RE.match(p.name) and p.name not in written:
+            p.unlink()
+    manifest = build_manifest(keys, summaries, split_of, splits, cfg, compression, shard_size, val_fraction,
+                              test_fraction, log)
     write_json_atomic(out / records.MANIFEST, manifest)
     shutil.rmtree(work, ignore_errors=True)
     log(f"{out}: {manifest['examples']} slices from {len(keys)} studies; "

@@ -2,6 +2,9 @@
 
 One example = one axial slice pair on the HR grid and the LR grid, in physical units:
   hr_pet, lr_pet: SUVbw (float32); hr_ct, lr_ct: HU (float32); images stored row-major as raw bytes.
+  hr_mask (optional): the tumour mask on the HR slice grid (uint8 raw bytes, H*W, 1 inside), with has_mask = 1.
+  A record without a mask (phantoms, or written before masks existed) has neither feature and parses to an all-zero
+  hr_mask and has_mask = 0, so old data sets keep working and mask-free records are byte-identical to old ones.
 Patient identifiers never enter a record: studies are named by `study_hash` (a salted SHA-256 of the
 StudyInstanceUID, first 16 hex digits).
 """
@@ -74,11 +77,13 @@ def serialize_example(
     slice_index: int,
     hr_affine: np.ndarray,
     has_truth: bool,
+    hr_mask: np.ndarray | None = None,
 ) -> bytes:
     """One slice pair -> serialized tf.train.Example (without importing TensorFlow).
 
     hr_affine: 4x4 affine of the HR slice grid (index (i, j, 0) -> LPS mm). has_truth: whether
-    hr_pet is a true high-resolution PET (phantom) or an interpolated clinical PET.
+    hr_pet is a true high-resolution PET (phantom) or an interpolated clinical PET. hr_mask: optional (H, W)
+    tumour mask on the HR grid (nonzero = inside), stored as uint8 0/1.
     """
     H, W = hr_pet.shape
     h, w = lr_pet.shape
@@ -100,6 +105,10 @@ def serialize_example(
         hr_affine=_floats(np.asarray(hr_affine, float).ravel()),
         has_truth=_ints([int(bool(has_truth))]),
     )
+    if hr_mask is not None:
+        if np.shape(hr_mask) != (H, W):
+            raise ValueError(f"inconsistent shapes: hr_mask {np.shape(hr_mask)}, hr_pet {hr_pet.shape}")
+        feats.update(hr_mask=_bytes((np.asarray(hr_mask) != 0).astype(np.uint8).tobytes()), has_mask=_ints([1]))
     return _example(feats)
 
 
@@ -115,12 +124,17 @@ def feature_spec() -> dict:
         slice_index=tf.io.FixedLenFeature([1], tf.int64),
         hr_affine=tf.io.FixedLenFeature([16], tf.float32),
         has_truth=tf.io.FixedLenFeature([1], tf.int64),
+        hr_mask=tf.io.FixedLenFeature([], tf.string, default_value=b""),  # absent: no mask
+        has_mask=tf.io.FixedLenFeature([1], tf.int64, default_value=[0]),
     )
     return spec
 
 
 def parse_example(serialized):
-    """Serialized example -> dict of tensors; images as float32 [H, W, 1] in physical units."""
+    """Serialized example -> dict of tensors; images as float32 [H, W, 1] in physical units.
+
+    hr_mask: float32 [H, W, 1] (1 inside the tumour; zeros without a mask); has_mask: int64 scalar (0 or 1).
+    """
     import tensorflow as tf
 
     f = tf.io.parse_single_example(serialized, feature_spec())
@@ -134,6 +148,11 @@ def parse_example(serialized):
     out["scale"] = f["scale"][0]
     out["hr_affine"] = tf.reshape(f["hr_affine"], [4, 4])
     out["has_truth"] = f["has_truth"][0]
+    hr_shape = tf.cast(f["hr_shape"], tf.int32)
+    raw = tf.io.decode_raw(f["hr_mask"], tf.uint8)
+    raw = tf.cond(tf.size(raw) > 0, lambda: raw, lambda: tf.zeros([hr_shape[0] * hr_shape[1]], tf.uint8))
+    out["hr_mask"] = tf.reshape(tf.cast(raw, tf.float32), tf.concat([hr_shape, [1]], 0))
+    out["has_mask"] = f["has_mask"][0]
     return out
 
 

@@ -74,3 +74,36 @@ def test_manifest_checks(tmp_path):
     with pytest.raises(FileNotFoundError, match="x.tfrecord"):
         records.shard_paths(tmp_path, records.read_manifest(tmp_path), "train")
     assert json.loads((tmp_path / "manifest.json").read_text())["schema_version"] == 1
+
+
+def test_tumour_mask_round_trip_and_records_without_one():
+    mask = np.zeros((8, 6), np.uint8)
+    mask[2:5, 1:3] = 1
+    ex = records.parse_example(tf.constant(records.serialize_example(**_example(), hr_mask=mask * 7)))
+    assert ex["hr_mask"].dtype == tf.float32 and ex["hr_mask"].shape == (8, 6, 1)
+    np.testing.assert_array_equal(ex["hr_mask"].numpy()[..., 0], mask)  # nonzero -> 1
+    assert int(ex["has_mask"]) == 1
+    plain = records.serialize_example(**_example())  # no mask: what older sets hold, byte for byte
+    ex = records.parse_example(tf.constant(plain))
+    assert int(ex["has_mask"]) == 0 and not ex["hr_mask"].numpy().any() and ex["hr_mask"].shape == (8, 6, 1)
+    assert b"hr_mask" not in plain and b"hr_mask" in records.serialize_example(**_example(), hr_mask=mask)
+    with pytest.raises(ValueError, match="hr_mask"):
+        records.serialize_example(**_example(), hr_mask=np.zeros((4, 3)))
+
+
+def test_masked_encoding_is_byte_identical_to_tensorflows():
+    kw = _example()
+    mask = (np.arange(48).reshape(8, 6) % 5 == 0).astype(np.uint8)
+    ours = tf.train.Example.FromString(records.serialize_example(**kw, hr_mask=mask))
+    assert ours.features.feature["hr_mask"].bytes_list.value[0] == mask.tobytes()
+    assert list(ours.features.feature["has_mask"].int64_list.value) == [1]
+    assert ours.SerializeToString(deterministic=True) == records.serialize_example(**kw, hr_mask=mask)
+
+
+def test_parsing_in_a_dataset_map_batches_masked_and_unmasked_records():
+    mask = np.ones((8, 6), np.uint8)
+    exs = [records.serialize_example(**_example(), hr_mask=mask), records.serialize_example(**_example())]
+    ds = tf.data.Dataset.from_tensor_slices(exs).map(records.parse_example).batch(2)
+    b = next(iter(ds))
+    assert b["hr_mask"].shape == (2, 8, 6, 1) and b["has_mask"].numpy().tolist() == [1, 0]
+    assert b["hr_mask"].numpy()[0].all() and not b["hr_mask"].numpy()[1].any()

@@ -11,7 +11,10 @@ Volume.meta keeps the study/frame-of-reference UIDs in memory only, for pairing 
 from __future__ import annotations
 
 import collections
+import contextlib
+import hashlib
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -19,6 +22,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from ctpet_srgan.errors import InputError
 from ctpet_srgan.geometry import Volume, affine_from_axes
@@ -30,8 +34,13 @@ DICOM_SUFFIXES = {"", ".dcm", ".dicom", ".ima", ".dic"}
 SKIP_NAMES = {"dicomdir"}
 _HEADER_TAGS = [
     "SOPClassUID", "Modality", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID",
-    "SeriesDescription", "SeriesNumber", "NumberOfFrames",
+    "SeriesDescription", "SeriesNumber", "NumberOfFrames", "ImageOrientationPatient", "Rows", "Columns",
 ]
+# Plausibility bounds of the library boundary: a spacing outside (0.001 mm, 1000 mm) or a coordinate beyond 1e6 mm
+# is a corrupt header, not a scan.
+MIN_SPACING_MM, MAX_SPACING_MM, MAX_COORD_MM = 1e-3, 1e3, 1e6
+MAX_PIXELS = 1 << 26  # rows x columns of one slice (8192^2)
+PET_UNITS = ("SUVbw", "stored")
 
 
 def has_dicom_magic(path: str | os.PathLike) -> bool:
@@ -42,6 +51,16 @@ def has_dicom_magic(path: str | os.PathLike) -> bool:
     except OSError:
         return False
     return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def unfinished_write(path: str | os.PathLike) -> Path | None:
+    """The hidden temporary folder or file of an unfinished atomic write (".NAME.XXXX.tmp", ".NAME.old.XXXX")
+    that `path` is or lies in; None if there is none. Such paths are never read as input."""
+    for part in (Path(path).absolute(), *Path(path).absolute().parents):
+        name = part.name
+        if name.startswith(".") and (name.endswith(".tmp") or ".old." in name):
+            return part
+    return None
 
 
 def _is_candidate(path: Path) -> bool:
@@ -63,6 +82,8 @@ def _dcmread(path: Path, *, header_only: bool) -> Dataset | None:
             magic = len(head) == 132 and head[128:132] == b"DICM"
             f.seek(0)
             ds = pydicom.dcmread(f, force=not magic, **kwargs)
+            for _ in ds.iterall():  # converts every raw element now, so lazy pydicom errors name this file
+                pass
     except Exception as e:  # pydicom raises many types on corrupt input
         if not magic and path.suffix == "":
             return None
@@ -96,10 +117,53 @@ def _float_list(ds: Dataset, keyword: str, n: int, path: Path) -> np.ndarray:
     try:
         arr = np.array([float(v) for v in values])
     except (TypeError, ValueError):
-        raise InputError(path, f"{keyword} is not numeric: {value!r}") from None
-    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
-        raise InputError(path, f"{keyword} must have {n} finite values, got {value!r}")
+        raise InputError(path, f"{keyword} is not numeric: {value!r}"[:300]) from None
+    if arr.shape != (n,) or not np.all(np.isfinite(arr)) or np.any(np.abs(arr) > MAX_COORD_MM):
+        raise InputError(path, f"{keyword} must have {n} finite values (|v| <= {MAX_COORD_MM:g}), got {value!r}"[:300])
     return arr
+
+
+def _int_tag(ds: Dataset, keyword: str, path: Path, default: int | None = None) -> int | None:
+    """One integer tag (US, IS, or a wrongly typed string of one integer); `default` when absent or empty.
+
+    Raises InputError for several values, a non-integer, NaN or infinity."""
+    value = ds.get(keyword)
+    if value is None or value == "" or value == b"":
+        return default
+    if isinstance(value, (MultiValue, list, tuple)):
+        if len(value) != 1:
+            raise InputError(path, f"{keyword} must be one integer, got {len(value)} values {list(value)!r}"[:300])
+        value = value[0]
+    try:
+        f = float(value.decode("ascii", "replace") if isinstance(value, bytes) else value)
+    except (TypeError, ValueError):
+        raise InputError(path, f"{keyword} is not an integer: {value!r}"[:300]) from None
+    if not math.isfinite(f) or f != int(f):
+        raise InputError(path, f"{keyword} is not an integer: {value!r}"[:300])
+    return int(f)
+
+
+@contextlib.contextmanager
+def _blame(path: Path):
+    """Turns any unexpected exception from a pydicom element (wrong VR, unparsable value, lazy decoding) into
+    an InputError naming `path`."""
+    try:
+        yield
+    except InputError:
+        raise
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        raise InputError(path, f"invalid header value ({type(e).__name__}: {e})"[:400]) from None
+
+
+def check_spacing(spacing_mm: Sequence[float], where: str | os.PathLike, what: str = "voxel spacing") -> None:
+    """Raises InputError unless every spacing is finite and within (MIN_SPACING_MM, MAX_SPACING_MM) mm."""
+    for s in spacing_mm:
+        if not (math.isfinite(s) and MIN_SPACING_MM <= s <= MAX_SPACING_MM):
+            shown = ", ".join(f"{float(v):g}" for v in spacing_mm)
+            raise InputError(where, f"{what} ({shown} mm) must be finite and between {MIN_SPACING_MM:g} and "
+                                    f"{MAX_SPACING_MM:g} mm: corrupt header")
 
 
 def _rescale(ds: Dataset, path: Path, required: bool) -> tuple[float, float]:
@@ -108,9 +172,12 @@ def _rescale(ds: Dataset, path: Path, required: bool) -> tuple[float, float]:
         missing = "RescaleSlope (0028,1053)" if slope is None else "RescaleIntercept (0028,1052)"
         raise InputError(path, f"missing {missing}: cannot convert pixels to physical units")
     try:
-        return float(1.0 if slope is None or slope == "" else slope), float(0.0 if icpt is None or icpt == "" else icpt)
+        out = float(1.0 if slope is None or slope == "" else slope), float(0.0 if icpt is None or icpt == "" else icpt)
     except (TypeError, ValueError):
-        raise InputError(path, f"RescaleSlope/RescaleIntercept not numeric: {slope!r}, {icpt!r}") from None
+        raise InputError(path, f"RescaleSlope/RescaleIntercept not numeric: {slope!r}, {icpt!r}"[:300]) from None
+    if not all(math.isfinite(v) for v in out):
+        raise InputError(path, f"RescaleSlope/RescaleIntercept not finite: {slope!r}, {icpt!r}")
+    return out
 
 
 def _pixels(ds: Dataset, path: Path) -> np.ndarray:
@@ -118,7 +185,7 @@ def _pixels(ds: Dataset, path: Path) -> np.ndarray:
         arr = ds.pixel_array
     except Exception as e:
         raise InputError(path, f"cannot decode pixel data ({type(e).__name__}: {e})") from None
-    if arr.ndim != 2:
+    if arr.ndim != 2 or arr.size == 0:
         raise InputError(path, f"expected a single grey-scale frame, got pixel array of shape {arr.shape}")
     return arr
 
@@ -162,28 +229,66 @@ def _sort_and_space(
     )
 
 
+def _derived_series_key(ds: Dataset, path: Path) -> str:
+    """A grouping key for a file without SeriesInstanceUID (anonymisers drop it): what the file still says about
+    its series (study, series number, frame of reference, orientation, modality, image size). Never shown."""
+    with _blame(path):
+        iop = ds.get("ImageOrientationPatient")
+        iop_key = ",".join(f"{float(v):.4f}" for v in iop) if iop else ""
+        parts = [str(ds.get(k, "")) for k in ("StudyInstanceUID", "SeriesNumber", "FrameOfReferenceUID", "Modality")]
+        parts += [iop_key, str(_int_tag(ds, "Rows", path, 0)), str(_int_tag(ds, "Columns", path, 0))]
+    return "derived:" + hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+
+
+def series_key(ds: Dataset, path: Path) -> tuple[str, bool]:
+    """(key, derived): the SeriesInstanceUID, or for a file without one a key derived from its other tags."""
+    uid = ds.get("SeriesInstanceUID")
+    if uid and str(uid).strip():
+        return str(uid), False
+    missing = [k for k in ("Modality", "Rows", "Columns", "ImageOrientationPatient") if ds.get(k) in (None, "")]
+    if missing:
+        raise InputError(path, f"no SeriesInstanceUID (0020,000E) and no {', '.join(missing)} to group it by: "
+                               "truncated, or not an image")
+    return _derived_series_key(ds, path), True
+
+
 def _group_by_series(datasets: Sequence[tuple[Path, Dataset]], where: Path) -> None:
     groups: dict[str, list[Dataset]] = collections.defaultdict(list)
+    derived: list[Path] = []
     for p, ds in datasets:
-        uid = ds.get("SeriesInstanceUID")
-        if not uid:
-            raise InputError(p, "missing SeriesInstanceUID (0020,000E)")
-        groups[str(uid)].append(ds)
+        key, was_derived = series_key(ds, p)
+        if was_derived:
+            derived.append(p)
+        groups[key].append(ds)
+    if derived and len(derived) < len(datasets):
+        raise InputError(derived[0], "no SeriesInstanceUID (0020,000E) while other files of the series have one: "
+                                     "truncated, or not from this series")
     if len(groups) > 1:
         labels = [f"{_series_label(g[0])}: {len(g)} files" for g in groups.values()]
-        raise InputError(where, f"{len(groups)} series in one folder: {'; '.join(labels)}; pass one series")
+        why = f" ({len(derived)} files without SeriesInstanceUID, grouped by their other tags)" if derived else ""
+        raise InputError(where, f"{len(groups)} series in one folder{why}: {'; '.join(labels)}; pass one series")
+    if derived:
+        log.warning("%s: %d files have no SeriesInstanceUID (de-identified?): read as one series because study, "
+                    "series number, frame of reference, orientation, modality and image size agree", where, len(derived))
 
 
-def read_series(path: str | os.PathLike | Sequence[str | os.PathLike]) -> Volume:
+def read_series(path: str | os.PathLike | Sequence[str | os.PathLike], *, pet_units: str = "SUVbw") -> Volume:
     """Reads a DICOM series (a folder holding one series, one file, or a list of files) as a Volume.
 
     CT comes back in HU (units "HU"), PET in SUVbw (units "SUVbw", meta suv_scale / suv_reference_time).
+    pet_units="stored" reads PET in its stored units (RescaleSlope/Intercept applied, no SUV conversion; units
+    are the file's Units tag, e.g. "BQML", or "stored"): for phantoms without weight or dose, never SUV.
     Raises InputError naming the file or folder on any problem.
     """
+    if pet_units not in PET_UNITS:
+        raise ValueError(f"pet_units must be one of {PET_UNITS}, got {pet_units!r}")
     if isinstance(path, (str, os.PathLike)):
         p = Path(path)
         if not p.exists():
             raise InputError(p, "does not exist")
+        if unfinished_write(p) is not None:
+            raise InputError(p, f"lies in {unfinished_write(p).name}, the temporary folder of an unfinished write "
+                                "(an interrupted run): not a series; rerun the job that wrote it")
         files, where = (series_files(p), p) if p.is_dir() else ([p], p)
     else:
         files = [Path(f) for f in path]
@@ -198,41 +303,86 @@ def read_series(path: str | os.PathLike | Sequence[str | os.PathLike]) -> Volume
     if not datasets:
         raise InputError(where, "no DICOM files found")
     _group_by_series(datasets, where)
-    return _build_volume(datasets, where)
+    with _blame(where):
+        return _build_volume(datasets, where, pet_units=pet_units)
 
 
-def _build_volume(datasets: Sequence[tuple[Path, Dataset]], where: Path) -> Volume:
+def _build_volume(datasets: Sequence[tuple[Path, Dataset]], where: Path, *, pet_units: str = "SUVbw") -> Volume:
     paths = [p for p, _ in datasets]
+    first_path, first = datasets[0]
+    with _blame(first_path):
+        return _build_volume_checked(datasets, paths, where, pet_units)
+
+
+def _shape(ds: Dataset, path: Path) -> tuple[int, int]:
+    rows, cols = _int_tag(ds, "Rows", path, 0), _int_tag(ds, "Columns", path, 0)
+    if rows <= 0 or cols <= 0 or rows * cols > MAX_PIXELS:
+        raise InputError(path, f"image size Rows x Columns = {rows} x {cols} is empty, negative or implausible")
+    return rows, cols
+
+
+def _single_slice_step(ds: Dataset, path: Path, meta: dict[str, Any]) -> float:
+    """Slice spacing (mm) of a one-slice series: SpacingBetweenSlices, else SliceThickness, else 1 mm (said in
+    meta["slice_spacing_from"]). A present value that is not a plausible spacing (0, inf, 1e308) is refused."""
+    present = []
+    for kw in ("SpacingBetweenSlices", "SliceThickness"):
+        value = ds.get(kw)
+        if value is None or value == "":
+            continue
+        try:
+            step = float(value)
+        except (TypeError, ValueError):
+            raise InputError(path, f"{kw} is not one number: {value!r}"[:300]) from None
+        if math.isfinite(step) and MIN_SPACING_MM <= step <= MAX_SPACING_MM:
+            meta["slice_spacing_from"] = kw
+            return step
+        present.append(f"{kw} {value!r}")
+    if present:
+        raise InputError(path, f"single slice with implausible {' and '.join(present)}: cannot set the slice "
+                               f"spacing (must be finite, between {MIN_SPACING_MM:g} and {MAX_SPACING_MM:g} mm)")
+    meta["slice_spacing_from"] = "assumed 1 mm (single slice)"
+    return 1.0
+
+
+def _check_slice(ds: Dataset, p: Path, modality: str, iop0: np.ndarray, ps0: np.ndarray,
+                 shape0: tuple[int, int]) -> np.ndarray:
+    """Checks one slice against the first; returns its ImagePositionPatient (mm)."""
+    if str(ds.get("Modality", "")).strip().upper() != modality:
+        raise InputError(p, f"modality {ds.get('Modality')!r} differs from {modality!r} in the same series")
+    if _int_tag(ds, "NumberOfFrames", p, 1) != 1:
+        raise InputError(p, "multi-frame (enhanced) DICOM is not supported; export single-frame slices")
+    iop = _float_list(ds, "ImageOrientationPatient", 6, p)
+    if np.max(np.abs(iop - iop0)) > 1e-4:
+        raise InputError(p, f"ImageOrientationPatient {list(iop)} differs from {list(iop0)} in the same series")
+    ps = _float_list(ds, "PixelSpacing", 2, p)
+    if np.max(np.abs(ps - ps0)) > 1e-4 * max(1.0, float(ps0.max())):
+        raise InputError(p, f"PixelSpacing {list(ps)} differs from {list(ps0)} in the same series")
+    shape = _shape(ds, p)
+    if shape != shape0:
+        raise InputError(p, f"image size {shape} differs from {shape0} in the same series")
+    ipp = _float_list(ds, "ImagePositionPatient", 3, p)
+    return ipp
+
+
+def _build_volume_checked(datasets: Sequence[tuple[Path, Dataset]], paths: list[Path], where: Path,
+                          pet_units: str) -> Volume:
     first_path, first = datasets[0]
     modality = str(first.get("Modality", "")).strip().upper()
     if modality not in ("CT", "PT"):
         raise InputError(first_path, f"modality {modality or 'missing'!r} is not CT or PT")
     iop0 = _float_list(first, "ImageOrientationPatient", 6, first_path)
     ps0 = _float_list(first, "PixelSpacing", 2, first_path)
-    shape0 = (int(first.get("Rows", 0) or 0), int(first.get("Columns", 0) or 0))
+    shape0 = _shape(first, first_path)
     row, col = iop0[:3], iop0[3:]
     if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 or abs(row @ col) > 1e-3:
         raise InputError(first_path, f"ImageOrientationPatient {list(iop0)} is not two orthogonal unit vectors")
     row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
     normal = np.cross(row, col)
-    if np.any(ps0 <= 0):
-        raise InputError(first_path, f"PixelSpacing must be positive, got {list(ps0)}")
+    check_spacing([float(v) for v in ps0], first_path, "PixelSpacing")
     positions, ipps = [], []
     for p, ds in datasets:
-        if str(ds.get("Modality", "")).strip().upper() != modality:
-            raise InputError(p, f"modality {ds.get('Modality')!r} differs from {modality!r} in the same series")
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-            raise InputError(p, "multi-frame (enhanced) DICOM is not supported; export single-frame slices")
-        iop = _float_list(ds, "ImageOrientationPatient", 6, p)
-        if np.max(np.abs(iop - iop0)) > 1e-4:
-            raise InputError(p, f"ImageOrientationPatient {list(iop)} differs from {list(iop0)} in the same series")
-        ps = _float_list(ds, "PixelSpacing", 2, p)
-        if np.max(np.abs(ps - ps0)) > 1e-4 * max(1.0, float(ps0.max())):
-            raise InputError(p, f"PixelSpacing {list(ps)} differs from {list(ps0)} in the same series")
-        shape = (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
-        if shape != shape0:
-            raise InputError(p, f"image size {shape} differs from {shape0} in the same series")
-        ipp = _float_list(ds, "ImagePositionPatient", 3, p)
+        with _blame(p):
+            ipp = _check_slice(ds, p, modality, iop0, ps0, shape0)
         ipps.append(ipp)
         positions.append(float(ipp @ normal))
     order, step = _sort_and_space(np.asarray(positions), paths, where)
@@ -248,16 +398,9 @@ def _build_volume(datasets: Sequence[tuple[Path, Dataset]], where: Path) -> Volu
         )
     meta: dict[str, Any] = {}
     if len(datasets) == 1:
-        for kw in ("SpacingBetweenSlices", "SliceThickness"):
-            try:
-                step = float(first.get(kw) or 0)
-            except (TypeError, ValueError):
-                step = 0.0
-            if step > 0:
-                meta["slice_spacing_from"] = kw
-                break
-        else:
-            step, meta["slice_spacing_from"] = 1.0, "assumed 1 mm (single slice)"
+        step = _single_slice_step(first, first_path, meta)
+    else:
+        check_spacing([step], where, "slice spacing")
     affine = affine_from_axes(ipps_sorted[0], row, col, (ps0[1], ps0[0]), normal * step)
 
     sorted_ds = [datasets[i] for i in order]
@@ -266,13 +409,18 @@ def _build_volume(datasets: Sequence[tuple[Path, Dataset]], where: Path) -> Volu
         study_uid=str(first.get("StudyInstanceUID", "")),
         frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "")),
         series_description=str(first.get("SeriesDescription", "")),
-        series_number=int(first.get("SeriesNumber")) if first.get("SeriesNumber") not in (None, "") else None,
+        series_number=_int_tag(first, "SeriesNumber", first_path),
         n_files=len(datasets),
         transfer_syntax=str(getattr(getattr(first, "file_meta", None), "TransferSyntaxUID", "") or ""),
     )
     factors = np.ones(len(sorted_ds))
     if modality == "CT":
         units = "HU"
+    elif pet_units == "stored":  # asked for: the stored units, never called SUV
+        units = str(first.get("Units", "") or "").strip() or "stored"
+        if units.upper() == "SUVBW":
+            units = "SUVbw"
+        meta["units_source"] = "stored (no SUV conversion asked)"
     else:  # SUV tags are checked before any pixel is decoded
         units = "SUVbw"
         times = [acquisition_datetime(ds) for _, ds in sorted_ds]
@@ -294,10 +442,28 @@ def _build_volume(datasets: Sequence[tuple[Path, Dataset]], where: Path) -> Volu
         pix = _pixels(ds, p)
         if pix.shape != shape0:
             raise InputError(p, f"pixel data shape {pix.shape} differs from Rows x Columns {shape0}")
-        array[k] = (pix.astype(np.float64) * slope + icpt) * factors[k]
-    if not np.all(np.isfinite(array)):
-        raise InputError(where, "pixel values are not finite after rescaling")
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes inf, refused below
+            array[k] = (pix.astype(np.float64) * slope + icpt) * factors[k]
+    bad = ~np.isfinite(array)
+    if bad.any():
+        k = int(np.flatnonzero(bad.any(axis=(1, 2)))[0])
+        raise InputError(sorted_ds[k][0], f"{int(bad.sum())} pixel values are not finite after rescaling "
+                                          f"(to {units}): RescaleSlope or units factor out of range")
+    if not np.all(np.isfinite(affine)):
+        raise InputError(where, "the voxel-to-patient geometry is not finite")
     return Volume(array, affine, modality, units, meta)
+
+
+def _scan_entry(ds: Dataset, p: Path, key: str) -> dict[str, Any]:
+    return {
+        "files": [],
+        "modality": str(ds.get("Modality", "")).strip().upper(),
+        "study_uid": str(ds.get("StudyInstanceUID", "")),
+        "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "")),
+        "series_uid": key,
+        "series_description": str(ds.get("SeriesDescription", "")),
+        "series_number": _int_tag(ds, "SeriesNumber", p),
+    }
 
 
 def scan_dicom_tree(root: str | os.PathLike, *, on_error: str = "skip") -> list[dict[str, Any]]:
@@ -311,6 +477,7 @@ def scan_dicom_tree(root: str | os.PathLike, *, on_error: str = "skip") -> list[
     if not root.is_dir():
         raise InputError(root, "is not a folder")
     series: dict[str, dict[str, Any]] = {}
+    n_derived = 0
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
@@ -326,26 +493,23 @@ def scan_dicom_tree(root: str | os.PathLike, *, on_error: str = "skip") -> list[
                 continue
             if ds is None:
                 continue
-            if not ds.get("SeriesInstanceUID"):
-                err = InputError(p, "no SeriesInstanceUID (0020,000E): truncated, or not an image")
+            try:
+                with _blame(p):
+                    key, derived = series_key(ds, p)
+                    if derived:  # de-identified: group within one folder by what the file still says
+                        key = "derived:" + hashlib.sha1(f"{key}|{dirpath}".encode()).hexdigest()[:16]
+                        n_derived += 1
+                    s = series.get(key) or _scan_entry(ds, p, key)
+            except InputError as e:
                 if on_error == "raise":
-                    raise err
-                log.warning("skipping %s", err)
+                    raise
+                log.warning("skipping %s", e)
                 continue
-            uid = str(ds.SeriesInstanceUID)
-            s = series.setdefault(
-                uid,
-                {
-                    "files": [],
-                    "modality": str(ds.get("Modality", "")).strip().upper(),
-                    "study_uid": str(ds.get("StudyInstanceUID", "")),
-                    "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "")),
-                    "series_uid": uid,
-                    "series_description": str(ds.get("SeriesDescription", "")),
-                    "series_number": int(ds.SeriesNumber) if ds.get("SeriesNumber") not in (None, "") else None,
-                },
-            )
+            series[key] = s
             s["files"].append(str(p))
+    if n_derived:
+        log.warning("%s: %d files have no SeriesInstanceUID (de-identified?): grouped into series by study, series "
+                    "number, frame of reference, orientation, modality, image size and folder", root, n_derived)
     out = []
     for s in series.values():
         s["files"].sort()

@@ -1,12 +1,14 @@
 """NIfTI <-> Volume. NIfTI affines are RAS; Volumes are LPS (first two rows negated).
 
 A NIfTI carries no modality and no SUV tags, so the caller states both: CT is taken to be in HU,
-PET in SUVbw (g/mL). Other units are refused rather than guessed.
+PET in SUVbw (g/mL). Other units are refused rather than guessed. The one exception is this project's own output,
+whose `descrip` ("CT HU", "PT SUVbw") says what it is.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import os
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from ctpet_srgan.errors import InputError
 from ctpet_srgan.geometry import RAS_TO_LPS, Volume
 
 UNITS_BY_MODALITY = {"CT": ("HU",), "PT": ("SUVbw",)}
+PROJECT_MARKERS = {"CT HU": "CT", "PT SUVbw": "PT"}  # the `descrip` write_nifti puts in the header
+MAX_VOXELS = 1 << 31
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
@@ -27,29 +31,47 @@ def is_nifti_path(path: str | os.PathLike) -> bool:
 def read_nifti(path: str | os.PathLike, modality: str | None = None, units: str | None = None) -> Volume:
     """Reads a 3-D NIfTI (a trailing 4th axis of length 1 is dropped) as a Volume.
 
-    modality: "CT" (values in HU) or "PT" (values in SUVbw); units defaults to those and must match.
-    Raises InputError for unknown modality/units, 4-D data, a singular affine, or NaN/inf voxels.
+    modality: "CT" (values in HU) or "PT" (values in SUVbw); units defaults to those and must match. May be None
+    for a file this project wrote (its descrip marker says the modality).
+    Raises InputError for unknown modality/units, 4-D data, an empty axis, a singular affine, a spacing that is
+    not finite and between 0.001 and 1000 mm (also pixdim when sform and qform codes are 0), or NaN/inf voxels.
     """
     import nibabel as nib
+
+    from ctpet_srgan.dicom_io import MAX_COORD_MM, check_spacing
 
     path = Path(path)
     modality = (modality or "").strip().upper()
     if modality == "PET":
         modality = "PT"
-    if modality not in UNITS_BY_MODALITY:
-        raise InputError(path, f"a NIfTI has no modality tag: say CT or PT (got {modality or 'none'!r})")
-    allowed = UNITS_BY_MODALITY[modality]
-    units = units or allowed[0]
-    if units not in allowed:
-        raise InputError(path, f"{modality} NIfTI in units {units!r} is not supported (only {', '.join(allowed)})")
     if not path.is_file():
         raise InputError(path, "does not exist" if not path.exists() else "is not a file")
     try:
         img = nib.load(str(path))
+        hdr = img.header
+        shape = tuple(int(n) for n in img.shape)
+        if any(n <= 0 for n in shape) or int(np.prod(shape, dtype=np.float64)) > MAX_VOXELS:
+            raise InputError(path, f"image of shape {shape} is empty or implausibly large")
+        marker = _project_marker(hdr)
+        if not modality and marker:
+            modality = PROJECT_MARKERS[marker]  # the project's own output: its descrip says what it is
+        if modality not in UNITS_BY_MODALITY:
+            raise InputError(path, f"a NIfTI has no modality tag: say CT or PT (got {modality or 'none'!r})")
+        if marker and PROJECT_MARKERS[marker] != modality:
+            raise InputError(path, f"its header says {marker!r} (written by this project), not {modality}")
+        allowed = UNITS_BY_MODALITY[modality]
+        units = units or allowed[0]
+        if units not in allowed:
+            raise InputError(path, f"{modality} NIfTI in units {units!r} is not supported (only {', '.join(allowed)})")
+        codes = (int(hdr["sform_code"]), int(hdr["qform_code"])) if "sform_code" in hdr else (0, 0)
+        if codes == (0, 0):  # no orientation: nibabel builds the affine from pixdim (and would turn 0 into 1 mm)
+            check_spacing(_raw_pixdim(path, type(hdr)), path, "pixdim (no sform/qform)")
         data = np.asarray(img.dataobj)
         affine_ras = np.asarray(img.affine, np.float64)
+    except InputError:
+        raise
     except Exception as e:
-        raise InputError(path, f"not a readable NIfTI file ({type(e).__name__}: {e})") from None
+        raise InputError(path, f"not a readable NIfTI file ({type(e).__name__}: {e})"[:400]) from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -62,9 +84,29 @@ def read_nifti(path: str | os.PathLike, modality: str | None = None, units: str 
         raise InputError(path, f"{int(bad.sum())} voxels are NaN or infinite")
     if not np.all(np.isfinite(affine_ras)) or abs(np.linalg.det(affine_ras[:3, :3])) < 1e-12:
         raise InputError(path, "the voxel-to-world affine is singular or not finite")
+    check_spacing([float(v) for v in np.linalg.norm(affine_ras[:3, :3], axis=0)], path)
+    if np.any(np.abs(affine_ras[:3, 3]) > MAX_COORD_MM):
+        raise InputError(path, f"origin {list(affine_ras[:3, 3])} mm is implausible: corrupt header")
     affine = RAS_TO_LPS @ affine_ras
     array = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))  # (i, j, k) -> (k, j, i)
     return Volume(array, affine, modality, units, {"modality": modality, "source": "nifti"})
+
+
+def _raw_pixdim(path: Path, header_class) -> list[float]:
+    """pixdim[1:4] as stored: nibabel's checked header silently turns 0 into 1."""
+    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        head = f.read(header_class.template_dtype.itemsize)
+    raw = header_class.from_fileobj(io.BytesIO(head), check=False)
+    return [float(v) for v in raw["pixdim"][1:4]]
+
+
+def _project_marker(hdr) -> str | None:
+    try:
+        text = bytes(np.asarray(hdr["descrip"]).item()).split(b"\0")[0].decode("ascii").strip()
+    except Exception:  # an odd descrip is no marker
+        return None
+    return text if text in PROJECT_MARKERS else None
 
 
 def write_nifti(vol: Volume, path: str | os.PathLike) -> Path:

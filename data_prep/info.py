@@ -20,9 +20,11 @@ from ctpet_srgan.volume_io import read_volume
 _PET_KEYS = ("suv_scale", "suv_reference_time", "decay_correction", "units_source", "suv_rule")
 
 
-def describe(path: str, modality: str | None = None, nifti_units: str | None = None) -> dict[str, Any]:
-    """Reads PATH and summarises it; values in HU (CT) or SUVbw (PT), lengths in mm."""
-    vol = read_volume(path, modality=modality, nifti_units=nifti_units)
+def describe(path: str, modality: str | None = None, nifti_units: str | None = None,
+             pet_units: str = "SUVbw") -> dict[str, Any]:
+    """Reads PATH and summarises it; values in HU (CT) or SUVbw (PT; pet_units="stored": the DICOM's stored
+    units, never SUV), lengths in mm."""
+    vol = read_volume(path, modality=modality, nifti_units=nifti_units, pet_units=pet_units)
     a = vol.array
     out: dict[str, Any] = {
         "path": str(path),
@@ -50,19 +52,24 @@ def describe(path: str, modality: str | None = None, nifti_units: str | None = N
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="data_prep info", description=__doc__.splitlines()[0])
     parser.add_argument("path", help="DICOM file, DICOM series folder, or .nii/.nii.gz")
-    parser.add_argument("--modality", choices=["CT", "PT"], default=None, help="required for NIfTI")
+    parser.add_argument("--modality", choices=["CT", "PT"], default=None,
+                        help="required for NIfTI, except this project's own output (its header says)")
+    parser.add_argument("--pet_units", "--pet-units", dest="pet_units", choices=["SUVbw", "stored"],
+                        default="SUVbw", help="stored: read a DICOM PET in its stored units (e.g. BQML, a phantom "
+                        "without weight or dose), not converted to SUV")
     parser.add_argument("--nifti_units", "--nifti-units", dest="nifti_units", default=None,
                         help="NIfTI voxel units: HU (CT) or SUVbw (PT)")
     args = parser.parse_args(argv)
     try:
-        info = describe(args.path, modality=args.modality, nifti_units=args.nifti_units)
+        info = describe(args.path, modality=args.modality, nifti_units=args.nifti_units, pet_units=args.pet_units)
+        text = json.dumps(info, sort_keys=True, allow_nan=False)
     except InputError as e:
         print(str(e).replace("\n", " "), file=sys.stderr)
         return 2
     except Exception as e:  # one line, never a traceback, for unexpected reader failures
         print(f"{args.path}: unexpected error ({type(e).__name__}: {e})".replace("\n", " "), file=sys.stderr)
         return 2
-    print(json.dumps(info, sort_keys=True))
+    print(text)
     return 0
 
 

@@ -356,3 +356,157 @@ def test_philips_cnts_series(tmp_path):
     _edit(paths[2], lambda ds: setattr(ds.private_block(0x7053, "Philips PET Private Group")[0x00], "value", "3e-4"))
     with pytest.raises(InputError, match=f"{paths[2].name}: Philips private scale factors .* differ"):
         read_series(tmp_path / "pet")
+
+
+# ---------------------------------------------------------------- hostile headers (the fuzzer's findings)
+
+
+def _one_slice_ct(tmp_path, **tags):
+    paths = write_ct(tmp_path, _ct_array((1, 12, 10)), AFF)
+
+    def edit(ds):
+        for k, v in tags.items():
+            if v is None:
+                delattr(ds, k)
+            else:
+                setattr(ds, k, v)
+    _edit(paths[0], edit)
+    return paths[0]
+
+
+@pytest.mark.parametrize("keyword,value", [
+    ("Rows", [12, 12]), ("Columns", "abc"), ("NumberOfFrames", "nan"), ("SeriesNumber", ["1", "2"]),
+])
+def test_multivalued_or_unparsable_integer_tags_name_the_file(tmp_path, keyword, value):
+    paths = write_ct(tmp_path, _ct_array(), AFF)
+    target = paths[0] if keyword == "SeriesNumber" else paths[3]
+
+    def edit(ds):
+        tag = pydicom.datadict.tag_for_keyword(keyword)
+        if tag in ds:
+            del ds[tag]
+        ds.add_new(tag, "LO" if keyword in ("Columns", "NumberOfFrames") else "IS", value)
+    _edit(target, edit)
+    with pytest.raises(InputError, match=f"^{target}: {keyword} "):
+        read_series(tmp_path / "ct")
+
+
+def test_negative_dimensions_refused(tmp_path):
+    paths = write_ct(tmp_path, _ct_array(), AFF)
+
+    def edit(ds):
+        del ds[0x00280010]
+        ds.add_new(0x00280010, "IS", "-12")
+    _edit(paths[0], edit)
+    with pytest.raises(InputError, match=f"^{paths[0]}: image size Rows x Columns = -12 x 10"):
+        read_series(tmp_path / "ct")
+
+
+def test_unknown_vr_raised_lazily_names_the_file(tmp_path):
+    paths = write_ct(tmp_path, _ct_array(), AFF)
+    raw = paths[2].read_bytes()
+    elem = b"\x08\x00\x3e\x10LO"  # SeriesDescription, explicit VR little endian
+    assert raw.count(elem) == 1
+    paths[2].write_bytes(raw.replace(elem, b"\x08\x00\x3e\x10QQ"))
+    with pytest.raises(InputError, match=f"^{paths[2]}: not a readable DICOM file .*QQ"):
+        read_series(tmp_path / "ct")
+    with pytest.raises(InputError, match=str(paths[2])):
+        scan_dicom_tree(tmp_path, on_error="raise")
+    assert [s["n_files"] for s in scan_dicom_tree(tmp_path)] == [SHAPE[0] - 1]  # skipped with a warning
+
+
+@pytest.mark.parametrize("thickness", ["inf", "1e308", "1e-320", "0", "nan"])
+def test_single_slice_with_absurd_thickness_refused(tmp_path, thickness):
+    path = _one_slice_ct(tmp_path, SliceThickness=thickness)
+    with pytest.raises(InputError, match=f"^{path}: single slice with implausible SliceThickness"):
+        read_series(path)
+
+
+def test_single_slice_spacing_sources(tmp_path):
+    path = _one_slice_ct(tmp_path, SliceThickness="2.5")
+    vol = read_series(path)
+    assert vol.meta["slice_spacing_from"] == "SliceThickness" and vol.spacing_mm[2] == pytest.approx(2.5)
+    _edit(path, lambda ds: delattr(ds, "SliceThickness"))
+    vol = read_series(path)
+    assert vol.meta["slice_spacing_from"].startswith("assumed 1 mm") and vol.spacing_mm[2] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("keyword,value,problem", [
+    ("PixelSpacing", [1e-320, 2.5], "PixelSpacing"), ("PixelSpacing", [1e308, 2.5], "PixelSpacing"),
+    ("ImagePositionPatient", [0, 0, 1e300], "ImagePositionPatient"), ("RescaleSlope", "nan", "RescaleSlope"),
+    ("RescaleSlope", "1e308", "pixel values are not finite"),
+])
+def test_absurd_geometry_and_rescale_refused(tmp_path, keyword, value, problem):
+    paths = write_ct(tmp_path, _ct_array(), AFF)
+    _edit(paths[0], lambda ds: setattr(ds, keyword, value))
+    with pytest.raises(InputError, match=f"{paths[0].name}: .*{problem}|{paths[0].name}: {problem}"):
+        read_series(tmp_path / "ct")
+
+
+def test_empty_image_refused(tmp_path):
+    path = _one_slice_ct(tmp_path, Rows=0)
+    with pytest.raises(InputError, match=f"^{path}: image size Rows x Columns = 0 x 10"):
+        read_series(path)
+
+
+# ---------------------------------------------------------------- de-identified data, stored PET units
+
+
+def _deidentify(paths, series_number=None):
+    for p in paths:
+        def edit(ds):
+            del ds.SeriesInstanceUID
+            ds.SOPInstanceUID = ""
+            ds.file_meta.MediaStorageSOPInstanceUID = ""
+            if series_number is not None:
+                ds.SeriesNumber = series_number
+        _edit(p, edit)
+
+
+def test_series_without_series_uid_read_by_its_other_tags(tmp_path, caplog):
+    a = _ct_array()
+    paths = write_ct(tmp_path, a, AFF)
+    _deidentify(paths)
+    with caplog.at_level("WARNING"):
+        vol = read_series(tmp_path / "ct")
+    np.testing.assert_array_equal(vol.array, a)
+    assert "6 files have no SeriesInstanceUID" in caplog.text
+    [s] = scan_dicom_tree(tmp_path)
+    assert s["n_files"] == SHAPE[0] and s["series_uid"].startswith("derived:")
+
+
+def test_uidless_files_of_two_series_numbers_are_refused_as_two_series(tmp_path):
+    paths = write_ct(tmp_path, _ct_array(), AFF)
+    _deidentify(paths[:3], series_number=2)
+    _deidentify(paths[3:], series_number=7)
+    with pytest.raises(InputError, match="2 series in one folder \\(6 files without SeriesInstanceUID"):
+        read_series(tmp_path / "ct")
+    assert sorted(s["n_files"] for s in scan_dicom_tree(tmp_path)) == [3, 3]
+
+
+def test_one_uidless_file_among_uid_files_is_named(tmp_path):
+    paths = write_ct(tmp_path, _ct_array(), AFF)
+    _deidentify(paths[4:5])
+    with pytest.raises(InputError, match=f"^{paths[4]}: no SeriesInstanceUID .* other files of the series have one"):
+        read_series(tmp_path / "ct")
+
+
+def test_pet_in_stored_units_when_asked(tmp_path):
+    bq = np.full(SHAPE, 4000.0, np.float32)
+    write_pet(tmp_path, bq, AFF, study=study(weight_kg=None))
+    with pytest.raises(InputError, match="missing PatientWeight"):
+        read_series(tmp_path / "pet")
+    vol = read_series(tmp_path / "pet", pet_units="stored")
+    assert vol.units == "BQML" and "suv_scale" not in vol.meta
+    np.testing.assert_allclose(vol.array, bq, rtol=1e-3)
+
+
+def test_unfinished_write_folder_is_not_read(tmp_path):
+    from ctpet_srgan.volume_io import read_volume
+
+    write_ct(tmp_path / ".out.ab12cd.tmp", _ct_array(), AFF, name="series")
+    with pytest.raises(InputError, match="temporary"):
+        read_series(tmp_path / ".out.ab12cd.tmp" / "series")
+    with pytest.raises(InputError, match="unfinished write"):
+        read_volume(tmp_path / ".out.ab12cd.tmp" / "series")
+    assert scan_dicom_tree(tmp_path) == []

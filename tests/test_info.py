@@ -73,3 +73,34 @@ def test_module_entry_point(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "data_prep.info", str(tmp_path / "missing")],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip() == f"{tmp_path / 'missing'}: does not exist"
+
+
+def test_project_nifti_needs_no_modality_flag(tmp_path, capsys):
+    from ctpet_srgan.geometry import Volume
+    from ctpet_srgan.nifti_io import write_nifti
+
+    path = write_nifti(Volume(np.full((3, 4, 5), 1.5, np.float32), np.eye(4), "PT", "SUVbw"), tmp_path / "sr.nii.gz")
+    assert info.main([str(path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["modality"], out["units"], out["max"]) == ("PT", "SUVbw", 1.5)
+
+
+def test_pet_without_weight_in_stored_units_only_when_asked(tmp_path, capsys):
+    from tests._series import study
+
+    write_pet(tmp_path, np.full((3, 8, 8), 2000.0, np.float32), axial_affine((0, 0, 0), (2, 2, 2)),
+              study=study(weight_kg=None))
+    assert info.main([str(tmp_path / "pet")]) == 2
+    assert "missing PatientWeight" in capsys.readouterr().err
+    assert info.main([str(tmp_path / "pet"), "--pet_units", "stored"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["units"] == "BQML" and "suv_scale" not in out
+    assert out["mean"] == pytest.approx(2000.0, rel=1e-3)
+
+
+def test_unfinished_generate_folder_is_not_a_series(tmp_path, capsys):
+    part = tmp_path / ".sr_dicom.x1y2.tmp" / "series"
+    write_pet(part.parent, np.full((3, 8, 8), 2000.0, np.float32), axial_affine((0, 0, 0), (2, 2, 2)),
+              name="series")
+    assert info.main([str(part)]) == 2
+    assert "unfinished write" in capsys.readouterr().err

@@ -86,3 +86,44 @@ def test_corrupt_and_missing(tmp_path):
 def test_write_nifti_refuses_other_suffix(tmp_path):
     with pytest.raises(ValueError, match=".nii or .nii.gz"):
         write_nifti(Volume(np.zeros((2, 2, 2), np.float32), np.eye(4), "CT", "HU"), tmp_path / "x.img")
+
+
+def test_zero_length_axis_refused(tmp_path):
+    path = _save(tmp_path / "z.nii.gz", np.ones((80, 80, 0), np.float32), np.eye(4))
+    with pytest.raises(InputError, match=f"^{path}: image of shape \\(80, 80, 0\\) is empty"):
+        read_nifti(path, modality="PT")
+
+
+@pytest.mark.parametrize("pixdim", [0.0, 1e30, float("inf")])
+def test_no_sform_no_qform_with_absurd_pixdim_refused(tmp_path, pixdim):
+    img = nib.Nifti1Image(np.ones((4, 5, 6), np.float32), None)
+    img.header["sform_code"] = img.header["qform_code"] = 0
+    img.header["pixdim"][1:4] = (2.0, pixdim, 2.0)
+    nib.save(img, str(tmp_path / "p.nii"))
+    with pytest.raises(InputError, match="pixdim \\(no sform/qform\\) .* must be finite and between"):
+        read_nifti(tmp_path / "p.nii", modality="CT")
+
+
+def test_no_sform_no_qform_with_sane_pixdim_read(tmp_path):
+    img = nib.Nifti1Image(np.ones((4, 5, 6), np.float32), None)
+    img.header["sform_code"] = img.header["qform_code"] = 0
+    img.header["pixdim"][1:4] = (2.0, 3.0, 4.0)
+    nib.save(img, str(tmp_path / "p.nii"))
+    np.testing.assert_allclose(read_nifti(tmp_path / "p.nii", modality="CT").spacing_mm, [2.0, 3.0, 4.0])
+
+
+def test_absurd_affine_spacing_refused(tmp_path):
+    path = _save(tmp_path / "big.nii", np.ones((3, 3, 3), np.float32), np.diag([1e30, 1.0, 1.0, 1.0]))
+    with pytest.raises(InputError, match="voxel spacing"):
+        read_nifti(path, modality="CT")
+
+
+def test_project_marker_says_the_modality(tmp_path):
+    path = write_nifti(Volume(np.ones((3, 4, 5), np.float32), np.eye(4), "PT", "SUVbw"), tmp_path / "sr.nii.gz")
+    vol = read_nifti(path)
+    assert (vol.modality, vol.units) == ("PT", "SUVbw")
+    with pytest.raises(InputError, match="its header says 'PT SUVbw'"):
+        read_nifti(path, modality="CT")
+    other = _save(tmp_path / "o.nii", np.ones((3, 3, 3), np.float32), np.eye(4))
+    with pytest.raises(InputError, match="a NIfTI has no modality tag"):
+        read_nifti(other)

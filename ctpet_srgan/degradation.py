@@ -139,9 +139,11 @@ def degrade_pet_volume(
     """A PET volume (SUV, any grid) -> the LR PET (SUV) of the HR grid (`hr_affine`, `hr_shape` = (K, H, W)).
 
     The LR model that `data_prep.convert` runs: Gaussian PSF of `fwhm_mm` applied on the source's own grid (each
-    axis at its own voxel size, edges continued), linear resampling onto the HR grid (0 outside the source), area
-    downsampling by `scale` in-plane, then count-dependent noise (`counts_per_suv` per LR voxel; None or 0:
-    noise-free).
+    axis at its own voxel size, edges continued); then, for a source finer in-plane than the LR grid (a truth
+    PET), linear resampling onto the HR grid (0 outside the source) and area downsampling by `scale` in-plane;
+    for a source whose voxels are already LR-sized or larger (a clinical PET, whose grid by default IS the LR
+    grid), linear resampling straight onto the LR grid (no HR detour, which would average neighbours again);
+    then count-dependent noise (`counts_per_suv` per LR voxel; None or 0: noise-free).
 
     Returns:
         float32 [K, H/scale, W/scale], SUV.
@@ -149,8 +151,23 @@ def degrade_pet_volume(
     _check_rng(counts_per_suv, rng, "degrade_pet_volume")
     si, sj, sk = src.spacing_mm
     blurred = dataclasses.replace(src, array=gaussian_blur(src.array, (sk, sj, si), fwhm_mm, mode="nearest"))
+    lr_affine = lr_grid_affine(hr_affine, scale)
+    lr_sp = np.linalg.norm(lr_affine[:3, :2], axis=0)
+    if si >= lr_sp[0] - 1e-6 and sj >= lr_sp[1] - 1e-6:
+        k, h, w = hr_shape
+        lr = resample(blurred, lr_affine, (k, h // scale, w // scale), fill_value=0.0).array
+        return _downsample_and_count(lr, 1, counts_per_suv, rng)
     pre_lr = resample(blurred, hr_affine, hr_shape, fill_value=0.0).array
     return _downsample_and_count(pre_lr, scale, counts_per_suv, rng)
+
+
+def lr_grid_affine(hr_affine: np.ndarray, scale: int) -> np.ndarray:
+    """The 4x4 affine (index -> LPS mm) of the LR grid whose `scale` x `scale` in-plane blocks are the HR voxels."""
+    hr = np.asarray(hr_affine, np.float64)
+    lr = hr.copy()
+    lr[:3, :2] = hr[:3, :2] * scale
+    lr[:3, 3] = hr[:3, 3] + (scale - 1) / 2.0 * (hr[:3, 0] + hr[:3, 1])
+    return lr
 
 
 def _check_rng(counts_per_suv: float | None, rng: np.random.Generator | None, who: str) -> None:

@@ -88,7 +88,8 @@ def test_ssim_decreases_with_noise():
 
 def test_ssim_matches_scikit_image_on_a_textured_noisy_pair():
     """An independent reference (scikit-image, Wang et al.'s settings: Gaussian window sigma 1.5 px, population
-    covariances) on texture plus noise, where the window's sigma matters (sigma 1.0 moves this mean from 0.859 to 0.822)."""
+    covariances) on texture plus noise, where the window's sigma matters (sigma 1.0 moves this mean from 0.859
+    to 0.822)."""
     skm = pytest.importorskip("skimage.metrics", reason="scikit-image (test-only dependency) is not installed")
     rng = np.random.default_rng(7)
     x = _gauss(rng.uniform(0, 10, (64, 56)), 1.2) + 2.0 * _gauss(rng.uniform(0, 1, (64, 56)), 0.6)

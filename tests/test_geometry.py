@@ -59,3 +59,54 @@ def test_point_source_lands_on_ct_grid(tmp_path, pet_rot, ct_rot):
     # The brightest CT voxel is the one nearest to the source.
     kji = np.unravel_index(np.argmax(on_ct.array), on_ct.shape)
     assert np.linalg.norm(on_ct.index_to_patient(np.array(kji[::-1])) - POINT) <= 0.5 * np.linalg.norm(ct.spacing_mm)
+
+
+def test_index_patient_round_trip_on_an_asymmetric_oblique_affine():
+    """patient_to_index inverts index_to_patient for an oblique, anisotropic, non-symmetric affine (a rotation
+    about all three axes, so the matrix differs from its transpose), and maps known points to known indices."""
+    rot = rotation(25, -40, 15)
+    assert not np.allclose(rot, rot.T)
+    aff = grid_affine([10.0, -30.0, 55.0], (9, 11, 13), (3.0, 1.5, 4.5), rot)
+    vol = Volume(np.zeros((9, 11, 13), np.float32), aff, "PT", "SUVbw")
+    ijk = np.random.default_rng(0).uniform(-2, 15, size=(50, 3))
+    xyz = vol.index_to_patient(ijk)
+    np.testing.assert_allclose(vol.patient_to_index(xyz), ijk, atol=1e-9)
+    np.testing.assert_allclose(xyz[0], aff[:3, :3] @ ijk[0] + aff[:3, 3], atol=1e-9)  # the affine's meaning
+    # one step along i is one column spacing along the rotation's first axis
+    step = vol.patient_to_index(aff[:3, 3] + 3.0 * rot[:, 0])
+    np.testing.assert_allclose(step, [1.0, 0.0, 0.0], atol=1e-9)
+
+
+def test_target_grid_of_an_oblique_pet_lies_inside_a_smaller_ct():
+    """An oblique PET (a rotation about all three axes) and a smaller, shifted CT in the same orientation (one
+    scanner): the HR grid follows the PET's axes and slices, lies inside the CT's field (no HR CT is fill), its LR
+    voxels are whole PET voxels, and it leaves less than one PET voxel of the CT unused on each in-plane side."""
+    from ctpet_srgan.degradation import lr_grid_affine
+    from data_prep import convert as cv
+
+    rot = rotation(12, -8, 30)
+    pet = Volume(np.zeros((20, 30, 34), np.float32), grid_affine([5.0, -10.0, 20.0], (20, 30, 34), (4.0, 3.0, 5.0),
+                                                                   rot), "PT", "SUVbw")
+    ct_centre = pet.index_to_patient([14.3, 12.6, 9.0])  # off the PET's centre, so a wrong inverse shows
+    ct = Volume(np.zeros((30, 50, 60), np.float32), grid_affine(ct_centre, (30, 50, 60), (1.0, 1.2, 2.0), rot),
+                "CT", "HU")
+    g = cv.target_grid(ct, pet, 2)
+    k, h, w = g.hr_shape
+    hr = Volume(np.zeros(g.hr_shape, np.float32), g.hr_affine, "PT", "SUVbw")
+    corners = np.array([[a, b, c] for a in (-0.5, w - 0.5) for b in (-0.5, h - 0.5) for c in (0, k - 1)], float)
+    in_ct = ct.patient_to_index(hr.index_to_patient(corners))
+    lo, hi = np.full(3, -0.5 - 1e-6), np.array(ct.shape[::-1]) - 0.5 + 1e-6
+    assert np.all(in_ct >= lo) and np.all(in_ct <= hi), in_ct
+    # the grid: PET axes, PET slice positions, LR voxels = PET voxels
+    np.testing.assert_allclose(g.hr_affine[:3, :2], pet.affine[:3, :2] / 2, atol=1e-9)
+    np.testing.assert_allclose(g.hr_affine[:3, 2], pet.affine[:3, 2], atol=1e-9)
+    np.testing.assert_allclose(g.lr_affine, lr_grid_affine(g.hr_affine, 2), atol=1e-9)
+    lr0 = pet.patient_to_index(g.lr_affine[:3, 3])
+    np.testing.assert_allclose(lr0, np.round(lr0), atol=1e-6)
+    # as large as the CT allows: the CT's field in PET voxels, less than one PET voxel left on each side
+    ct_corners = np.array([[a, b, c] for a in (-0.5, 59.5) for b in (-0.5, 49.5) for c in (-0.5, 29.5)])
+    in_pet = pet.patient_to_index(ct.index_to_patient(ct_corners))
+    grid_lo = lr0[:2] - 0.5
+    grid_hi = grid_lo + np.array([w, h]) / 2
+    assert np.all(grid_lo - in_pet.min(0)[:2] < 1.0) and np.all(in_pet.max(0)[:2] - grid_hi < 1.0)
+    assert k == int(np.floor(in_pet.max(0)[2] + 1e-6)) - int(np.ceil(in_pet.min(0)[2] - 1e-6)) + 1

@@ -1,21 +1,18 @@
-"""evaluate.py on a tiny phantom set: exact numbers with fake predictors, and a smoke run with tiny real models."""
+"""ctpet_srgan.evaluation on a tiny phantom set: exact numbers with fake predictors; evaluate.py (the thin program)
+in a smoke run with tiny real models."""
 
 import json
 import math
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT
-from ctpet_srgan import records
+import evaluate
+from ctpet_srgan import evaluation, records
 from ctpet_srgan.atomic import write_json_atomic
 from ctpet_srgan.geometry import axial_affine
 from ctpet_srgan.normalization import DEFAULT
-
-sys.path.insert(0, str(ROOT))
-import evaluate  # noqa: E402
 
 SCALE, HR, SP, NSL = 2, 48, 2.0, 3  # HR 48x48 px of 2 mm, 3 slices 2 mm apart
 LESION = dict(center_mm=[0.0, 0.0, 2.0], diameter_mm=12.0, uptake_ratio=4.0)  # centred on slice 1
@@ -53,7 +50,8 @@ def write_phantom_set(out):
                               lesions=[LESION] if key == "A" else [])
     empty = {"studies": [], "examples": 0, "shards": []}
     manifest = dict(
-        schema_version=records.SCHEMA_VERSION, scale=SCALE, hr_spacing_mm=[SP, SP, SP], lr_spacing_mm=[SP * SCALE, SP * SCALE, SP],
+        schema_version=records.SCHEMA_VERSION, scale=SCALE, hr_spacing_mm=[SP, SP, SP],
+        lr_spacing_mm=[SP * SCALE, SP * SCALE, SP],
         normalization=DEFAULT.to_dict(), degradation={}, compression="",
         splits={"train": empty, "val": empty, "test": {"studies": list(names.values()), "examples": 2 * NSL,
                                                        "shards": [{"file": fname, "examples": 2 * NSL}]}},
@@ -69,7 +67,7 @@ class Oracle:
     def __init__(self, data_dir, *, hot_spot=False, ct_input="hr"):
         self.scale, self.ct_input, self.hot_spot = SCALE, ct_input, hot_spot
         self.table = {}
-        for _, slices in evaluate.iter_studies(data_dir):
+        for _, slices in evaluation.iter_studies(data_dir):
             for s in slices:
                 self.table[s["lr_pet"].tobytes()] = (s["hr_pet"], s["hr_ct"])
 
@@ -92,19 +90,20 @@ def phantom_dir(tmp_path_factory):
 
 def test_lesion_is_placed_on_the_slice_through_its_centre():
     slices = [dict(hr_affine=_phantom_slice(k, False)["hr_affine"]) for k in range(NSL)]
-    dz, rc = evaluate.lesion_on_slice([4.0, -6.0, 2.0], slices[1]["hr_affine"])
+    dz, rc = evaluation.lesion_on_slice([4.0, -6.0, 2.0], slices[1]["hr_affine"])
     assert dz == pytest.approx(0.0)
     assert rc == pytest.approx((23.5 - 3.0, 23.5 + 2.0))  # y -6 mm = 3 rows up, x +4 mm = 2 cols right
-    per_slice, missing = evaluate.place_lesions([LESION, dict(LESION, center_mm=[0, 0, 50.0]), dict(LESION, uptake_ratio=0.5)], slices)
+    lesions = [LESION, dict(LESION, center_mm=[0, 0, 50.0]), dict(LESION, uptake_ratio=0.5)]
+    per_slice, missing = evaluation.place_lesions(lesions, slices)
     assert missing == 1  # the lesion at z = 50 mm crosses no slice; the cold one is not a hot lesion
-    assert [[l["scored"] for l in ls] for ls in per_slice] == [[False], [True], [False]]
+    assert [[les["scored"] for les in ls] for ls in per_slice] == [[False], [True], [False]]
     assert per_slice[1][0]["radius_mm"] == pytest.approx(6.0)
     assert per_slice[0][0]["radius_mm"] == pytest.approx(math.sqrt(36 - 4))
 
 
 def test_exact_numbers_with_an_oracle_model(phantom_dir, tmp_path):
     models = {"fused_srgan": Oracle(phantom_dir), "pet_only": Oracle(phantom_dir, hot_spot=True, ct_input=None)}
-    res = evaluate.evaluate(phantom_dir, tmp_path / "out", models, n_figures=1)
+    res = evaluation.evaluate(phantom_dir, tmp_path / "out", models, n_figures=1)
     assert res["data"]["n_studies"] == 2 and res["data"]["n_slices"] == 2 * NSL
     assert res["data"]["n_lesions"] == 1 and res["data"]["n_lesion_free_studies"] == 1
     f = res["methods"]["fused_srgan"]
@@ -139,16 +138,17 @@ def test_exact_numbers_with_an_oracle_model(phantom_dir, tmp_path):
     assert "| fused_srgan |" in md and "Fusion gain" in md
     for rel in res["figures"]:
         assert (tmp_path / "out" / rel).stat().st_size > 1000
-    assert {"figures/slice_0.png", "figures/profile_0.png", "figures/crc_vs_size.png", "figures/froc.png"} <= set(res["figures"])
+    expected = {"figures/slice_0.png", "figures/profile_0.png", "figures/crc_vs_size.png", "figures/froc.png"}
+    assert expected <= set(res["figures"])
     with pytest.raises(FileExistsError):
-        evaluate.evaluate(phantom_dir, tmp_path / "out", models, n_figures=0)
+        evaluation.evaluate(phantom_dir, tmp_path / "out", models, n_figures=0)
 
 
 def test_scale_mismatch_is_refused(phantom_dir, tmp_path):
     o = Oracle(phantom_dir)
     o.scale = 4
     with pytest.raises(ValueError, match="scale"):
-        evaluate.evaluate(phantom_dir, tmp_path / "o", {"fused_srgan": o})
+        evaluation.evaluate(phantom_dir, tmp_path / "o", {"fused_srgan": o})
     assert not (tmp_path / "o" / "results.json").exists()
 
 
@@ -164,15 +164,17 @@ def _save_tiny_model(run_dir, ct_mode):
     g.set_weights([w + rng.normal(0, 0.02, w.shape).astype(w.dtype) for w in g.get_weights()])
     run_dir.mkdir(parents=True)
     g.save(run_dir / "best_generator.keras")
-    write_json_atomic(run_dir / "run_config.json", dict(generator=cfg.to_dict(), normalization=DEFAULT.to_dict(), scale=SCALE,
-                                                        hr_spacing_mm=[SP, SP, SP], lr_spacing_mm=[SP * SCALE, SP * SCALE, SP]))
+    write_json_atomic(run_dir / "run_config.json",
+                      dict(generator=cfg.to_dict(), normalization=DEFAULT.to_dict(), scale=SCALE,
+                           hr_spacing_mm=[SP, SP, SP], lr_spacing_mm=[SP * SCALE, SP * SCALE, SP]))
 
 
 def test_cli_smoke_run_with_tiny_models(phantom_dir, tmp_path):
     _save_tiny_model(tmp_path / "fused", "s2d")
     _save_tiny_model(tmp_path / "pet_only", "none")
     out = tmp_path / "eval"
-    argv = ["--model", str(tmp_path / "fused"), "--pet_only", str(tmp_path / "pet_only"), "--data", str(phantom_dir), "--out", str(out)]
+    argv = ["--model", str(tmp_path / "fused"), "--pet_only", str(tmp_path / "pet_only"), "--data", str(phantom_dir),
+            "--out", str(out)]
     assert evaluate.main(argv) == 0
     res = json.loads((out / "results.json").read_text())
     for name in ("bicubic", "lanczos", "fused_srgan", "pet_only"):
@@ -190,6 +192,33 @@ def test_cli_smoke_run_with_tiny_models(phantom_dir, tmp_path):
 
 
 def test_results_json_encodes_infinite_and_missing_values_explicitly():
-    out = evaluate._clean({"psnr": float("inf"), "ssim": float("nan"), "x": [np.float32(1.5), np.int64(2)], "m": -math.inf})
+    out = evaluation._clean({"psnr": float("inf"), "ssim": float("nan"), "x": [np.float32(1.5), np.int64(2)],
+                             "m": -math.inf})
     assert out == {"psnr": "inf", "ssim": None, "x": [1.5, 2], "m": "-inf"}
     json.dumps(out, allow_nan=False)  # strict JSON
+
+
+def test_cli_user_errors_are_one_path_problem_line_and_exit_2(phantom_dir, tmp_path, capsys):
+    from ctpet_srgan.inference import DEMO_MODEL_DIR
+
+    for model, data, bad in ((tmp_path / "no_model", phantom_dir, tmp_path / "no_model"),
+                             (DEMO_MODEL_DIR, tmp_path / "no_set", tmp_path / "no_set")):
+        assert evaluate.main(["--model", str(model), "--data_dir", str(data), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"{bad}"), err
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "results.json").write_text("{}")
+    assert evaluate.main(["--model", "x", "--data_dir", str(phantom_dir), "--out", str(tmp_path / "done")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"{tmp_path / 'done'}: results.json already exists; pass --overwrite to replace it"]
+
+
+def test_library_sets_no_environment_variable_at_import():
+    import subprocess
+    import sys
+
+    code = ("import os; before = dict(os.environ); import ctpet_srgan.evaluation, ctpet_srgan.figures; "
+            "print(sorted(set(os.environ.items()) ^ set(before.items())))")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[]"

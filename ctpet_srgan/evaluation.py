@@ -1,0 +1,618 @@
+"""Scores SR methods (interpolation baselines and trained generators) on the held-out split of a prepared data set.
+
+The library behind `evaluate.py`. Every method runs on the same slices (the test split, by study); the results
+dict is written as OUT/results.json (last: its presence means the evaluation finished), OUT/results.md and
+OUT/figures/*.png (`ctpet_srgan.figures`). Metric definitions: `ctpet_srgan.metrics` and docs/metrics.md.
+
+Conventions (all written into results.json's settings):
+- PET PSNR/SSIM in SUVbw with peak R = pet_range_suv (default 10 SUV; values are not clipped, R only sets the
+  PSNR peak and the SSIM constants). CT PSNR/SSIM in HU after clipping truth and output to ct_range_hu
+  (default -1024..3071 HU, R = 4095 HU).
+- "body": pixels where the HR CT > -500 HU. SSIM (body): mean of the SSIM map over windows centred in the body.
+  PSNR of a study = 10 log10(R^2 / MSE pooled over its slices (or body pixels)); SSIM of a study = mean over its
+  slices (whole) or the pooled body windows (body). A method's value = mean over studies, so every study weighs
+  the same.
+- Lesions (studies with true HR PET and lesions in manifest.json): each hot lesion is scored on the slice nearest
+  its centre; NEMA CRC / BV / CNR with a ROI of the lesion's cross-section diameter on that slice, 12 background
+  ROIs on a ring of radius D + 10 mm, kept when inside the body and clear of every lesion by 5 mm. Detector: local
+  maxima >= det_threshold_suv SUV in the body, at least min_separation_mm apart; a detection within a lesion's
+  cross-section is a hit, else a false positive. FROC: the same detector with candidates down to froc_min_suv,
+  swept over thresholds. Lesion-free studies with true HR PET are scored for hallucinated hot spots: detections
+  (>= the threshold) where the HR truth stays below the threshold within min_separation_mm, per slice.
+- Fusion quality (each method's SR PET against its two sources: the bicubic-upsampled LR PET and the HR CT): MI
+  (64 bins), SSIM and Qabf on images mapped to [0, 1] (PET over [0, R] SUV, CT over the CT range).
+- results.json: NaN (nothing to score, e.g. CT metrics of a PET-only model) is null; an infinite value (PSNR of
+  an exact output) is the string "inf".
+- Fusion gain: per-study difference (fused model minus PET-only model) with a percentile bootstrap 95% CI over
+  studies (2000 resamples, seed `seed`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ctpet_srgan import figures, metrics, records
+from ctpet_srgan.atomic import write_bytes_atomic, write_json_atomic
+from ctpet_srgan.geometry import Volume
+
+BODY_HU = -500.0
+LESION_MARGIN_MM = 5.0
+MI_BINS = 64
+N_BOOT = 2000
+BASELINES = {"bicubic": "INTER_CUBIC", "lanczos": "INTER_LANCZOS4"}
+FUSED, PET_ONLY = "fused_srgan", "pet_only"
+IMAGE_METRICS = ("psnr_pet", "ssim_pet", "psnr_pet_body", "ssim_pet_body",
+                 "psnr_ct", "ssim_ct", "psnr_ct_body", "ssim_ct_body")
+GAIN_METRICS = ("psnr_pet", "ssim_pet", "psnr_pet_body", "ssim_pet_body", "crc_mean")
+FUSION_KEYS = ("mi_pet", "mi_ct", "ssim_pet", "ssim_ct", "qabf")
+
+
+# ----------------------------------------------------------------------------- data
+def _slice_record(ex: dict) -> dict:
+    """One parsed example -> the slice dict of `iter_studies` (2-D float32 images, index, affine, truth flag)."""
+    sl = {k: np.asarray(ex[k])[..., 0].astype(np.float32) for k in records.IMAGE_KEYS}
+    sl.update(slice_index=int(ex["slice_index"]), hr_affine=np.asarray(ex["hr_affine"], float),
+              has_truth=bool(ex["has_truth"]))
+    return sl
+
+
+def iter_studies(data_dir: str | Path, split: str = "test",
+                 max_slices: int | None = None) -> Iterator[tuple[str, list[dict]]]:
+    """The studies of one split of a prepared data set, each as soon as all its slices have been read.
+
+    Args:
+        data_dir: prepared data set (manifest.json + shards). split: "train", "val" or "test".
+        max_slices: read only the first N slices of the split (smoke runs).
+
+    Returns:
+        An iterator of (study_hash, slices), slices sorted by slice_index, each a dict of 2-D float32 images
+        (hr_pet, lr_pet in SUV; hr_ct, lr_ct in HU), slice_index, hr_affine (4x4, index (i, j, 0) -> LPS mm)
+        and has_truth.
+    """
+    import tensorflow as tf
+
+    manifest = records.read_manifest(data_dir)
+    paths = records.shard_paths(data_dir, manifest, split)
+    ds = tf.data.TFRecordDataset(paths, compression_type=manifest.get("compression") or "")
+    ds = ds.map(records.parse_example)
+    expected = {h: int(s.get("slices", 0)) for h, s in manifest["studies"].items()}
+    pending: dict[str, list[dict]] = {}
+    for n, ex in enumerate(ds.as_numpy_iterator()):
+        if max_slices is not None and n >= max_slices:
+            break
+        h = ex["study"].decode()
+        pending.setdefault(h, []).append(_slice_record(ex))
+        if len(pending[h]) == expected.get(h, -1):
+            yield h, sorted(pending.pop(h), key=lambda s: s["slice_index"])
+    for h, sl in pending.items():
+        yield h, sorted(sl, key=lambda s: s["slice_index"])
+
+
+def upsample(lr: np.ndarray, scale: int, method: str) -> np.ndarray:
+    """Interpolation baseline.
+
+    Args:
+        lr: [n, h, w] images (any units). scale: integer factor. method: a cv2 INTER_* name.
+
+    Returns:
+        [n, h*scale, w*scale] float32 upsampled with OpenCV.
+    """
+    import cv2
+
+    flag = getattr(cv2, method)
+    return np.stack([cv2.resize(x, (x.shape[1] * scale, x.shape[0] * scale), interpolation=flag) for x in lr])
+
+
+def run_method(method: Any, slices: list[dict], scale: int, batch_size: int,
+               ct_hu: np.ndarray | None = None) -> dict[str, np.ndarray | None]:
+    """One method's SR PET and SR CT for one study.
+
+    Args:
+        method: a baseline's cv2 flag name (str) or a Predictor. slices: the study's slices.
+        scale: HR/LR factor. batch_size: slices per model call.
+        ct_hu: the HR CT (HU, [n, H, W]) given to a model that takes a CT; default the slices' own HR CT.
+
+    Returns:
+        {"sr_pet": [n, H, W] SUV, "sr_ct": [n, H, W] HU or None}.
+    """
+    lr_pet = np.stack([s["lr_pet"] for s in slices])
+    if isinstance(method, str):
+        return {"sr_pet": upsample(lr_pet, scale, method),
+                "sr_ct": upsample(np.stack([s["lr_ct"] for s in slices]), scale, method)}
+    ct = None
+    if method.ct_input is not None:
+        ct = np.stack([s["hr_ct"] for s in slices]) if ct_hu is None else ct_hu
+    out = method.predict(lr_pet, ct, batch_size=batch_size)
+    return {"sr_pet": np.asarray(out["sr_pet"], np.float32), "sr_ct": out.get("sr_ct")}
+
+
+# ----------------------------------------------------------------------------- lesion geometry
+def slice_volume(hr_affine: np.ndarray) -> Volume:
+    """The HR grid of a slice as a `geometry.Volume` (index (i, j, k) -> LPS mm; k along the slice axis)."""
+    return Volume(np.zeros((1, 1, 1), np.float32), np.asarray(hr_affine, float))
+
+
+def spacing_rc(hr_affine: np.ndarray) -> tuple[float, float]:
+    """(row, col) pixel spacing in mm of a slice grid."""
+    i, j, _ = slice_volume(hr_affine).spacing_mm
+    return (j, i)
+
+
+def lesion_on_slice(center_mm, hr_affine) -> tuple[float, tuple[float, float]]:
+    """Where a point lies relative to a slice.
+
+    Args:
+        center_mm: LPS point (mm). hr_affine: the slice grid (index (i, j, 0) -> LPS mm).
+
+    Returns:
+        (signed distance in mm from the slice plane along the slice axis, (row, col) in pixels of the point).
+    """
+    v = slice_volume(hr_affine)
+    i, j, k = v.patient_to_index(np.asarray(center_mm, float))
+    return float(k * v.spacing_mm[2]), (float(j), float(i))
+
+
+def place_lesions(lesions: list[dict], slices: list[dict]) -> tuple[list[list[dict]], int]:
+    """The hot lesions (uptake_ratio > 1) of a study on its slices.
+
+    Args:
+        lesions: manifest lesions (center_mm LPS, diameter_mm, uptake_ratio). slices: the study's slices.
+
+    Returns:
+        (per slice: the hot lesions crossing it as dicts of id, center_rc (px), radius_mm (cross-section radius),
+        diameter_mm, uptake_ratio and scored (this is the slice nearest the centre); the number of hot lesions
+        that cross none of the slices).
+    """
+    per_slice: list[list[dict]] = [[] for _ in slices]
+    missing = 0
+    for lid, les in enumerate(lesions):
+        if float(les.get("uptake_ratio", 0)) <= 1:
+            continue
+        r = float(les["diameter_mm"]) / 2
+        geo = [lesion_on_slice(les["center_mm"], s["hr_affine"]) for s in slices]
+        k0 = int(np.argmin([abs(dz) for dz, _ in geo])) if geo else -1
+        if k0 < 0 or abs(geo[k0][0]) >= r:
+            missing += 1
+            continue
+        for k, (dz, rc) in enumerate(geo):
+            if abs(dz) < r:
+                per_slice[k].append(dict(id=lid, center_rc=rc, radius_mm=math.sqrt(r * r - dz * dz),
+                                         diameter_mm=float(les["diameter_mm"]), uptake_ratio=float(les["uptake_ratio"]),
+                                         scored=k == k0))
+    return per_slice, missing
+
+
+# ----------------------------------------------------------------------------- scoring
+def _new_acc() -> dict:
+    keys = ("pet_se", "pet_n", "pet_se_body", "pet_n_body", "ct_se", "ct_n", "ct_se_body", "ct_n_body")
+    acc = {k: 0.0 for k in keys}
+    acc.update(pet_ssim=[], ct_ssim=[], pet_ssim_body=[], ct_ssim_body=[], fusion=[], n_slices=0)
+    return acc
+
+
+def _accumulate_image(acc: dict, key: str, truth: np.ndarray, out: np.ndarray, body: np.ndarray,
+                      data_range: float) -> None:
+    """Adds one slice's squared errors and SSIM windows (whole and body) of one modality to `acc`."""
+    se, n = metrics.masked_mse(truth, out)
+    acc[f"{key}_se"] += se
+    acc[f"{key}_n"] += n
+    smap = metrics.ssim_map(truth, out, data_range=data_range)
+    acc[f"{key}_ssim"].append(float(smap.mean()))
+    if body.any():
+        se, n = metrics.masked_mse(truth, out, body)
+        acc[f"{key}_se_body"] += se
+        acc[f"{key}_n_body"] += n
+        acc[f"{key}_ssim_body"].extend(smap[metrics.crop_to_ssim_map(body)].tolist())
+
+
+def fusion_quality(s: dict, out: np.ndarray, cfg: dict) -> dict[str, float]:
+    """The SR PET `out` (SUV) against its sources (bicubic LR PET, HR CT), all mapped to [0, 1].
+
+    Returns:
+        mi_pet, mi_ct (bits), ssim_pet, ssim_ct and qabf.
+    """
+    R, (ct_lo, ct_hi) = cfg["pet_range_suv"], cfg["ct_range_hu"]
+    src_pet = metrics.to_unit_range(s["bicubic_pet"], 0.0, R)
+    src_ct = metrics.to_unit_range(s["hr_ct"], ct_lo, ct_hi)
+    f = metrics.to_unit_range(out, 0.0, R)
+    return dict(
+        mi_pet=metrics.mutual_information(f, src_pet, bins=MI_BINS, range_a=(0, 1), range_b=(0, 1)),
+        mi_ct=metrics.mutual_information(f, src_ct, bins=MI_BINS, range_a=(0, 1), range_b=(0, 1)),
+        ssim_pet=metrics.ssim(src_pet, f, data_range=1.0),
+        ssim_ct=metrics.ssim(src_ct, f, data_range=1.0),
+        qabf=metrics.qabf(src_pet, src_ct, f),
+    )
+
+
+def _score_lesion_slice(out: np.ndarray, s: dict, body: np.ndarray, les: list[dict], cfg: dict,
+                        lesion_rows: list, det: dict, lesion_free: bool) -> None:
+    """NEMA contrast of the lesions centred on this slice and the detector's hits / false positives on it."""
+    sp = spacing_rc(s["hr_affine"])
+    mask = body if body.any() else np.ones_like(body)
+    bkg = mask.copy()
+    for lesion in les:
+        bkg &= ~metrics.disk_mask(body.shape, lesion["center_rc"], lesion["radius_mm"] + LESION_MARGIN_MM, sp)
+    for lesion in les:
+        if lesion["scored"]:
+            c = metrics.sphere_contrast(out, lesion["center_rc"], 2 * lesion["radius_mm"], sp, lesion["uptake_ratio"],
+                                        background_mask=bkg)
+            lesion_rows.append(dict(id=lesion["id"], diameter_mm=lesion["diameter_mm"], **c))
+    dets = metrics.detect_hot_spots(out, threshold=cfg["froc_min_suv"], spacing_mm=sp,
+                                    min_separation_mm=cfg["min_separation_mm"], mask=mask)
+    accept = [dict(lesion, radius_mm=max(lesion["radius_mm"], max(sp))) for lesion in les]
+    scores, fps = metrics.match_detections(dets, accept, sp)
+    det["lesion_scores"] += scores
+    det["diameters"] += [lesion["diameter_mm"] for lesion in les if lesion["scored"]]
+    det["fp_scores"] += fps
+    det["n_slices"] += 1
+    if lesion_free:  # no lesions: every detection is a false positive; hallucinated if the truth is not hot there
+        truth, sep = s["hr_pet"], cfg["min_separation_mm"]
+        det["halluc"] += [sc for r, c, sc in dets
+                          if truth[metrics.disk_mask(truth.shape, (r, c), sep, sp)].max() < cfg["det_threshold_suv"]]
+        det["n_free"] += 1
+
+
+def score_study(pred: dict, slices: list[dict], lesions_per_slice: list[list[dict]], cfg: dict, *,
+                with_truth: bool, lesion_free: bool) -> dict:
+    """All per-study numbers of one method.
+
+    Args:
+        pred: run_method's output. slices: the study's slices (with bicubic_pet added).
+        lesions_per_slice: place_lesions' first output. cfg: scoring settings (scoring_config).
+        with_truth: the HR PET is a true HR PET (lesions and detection are scored). lesion_free: no lesions.
+
+    Returns:
+        {"acc": image-quality accumulators and fusion rows, "lesions": NEMA rows, "det": detection scores}.
+    """
+    ct_lo, ct_hi = cfg["ct_range_hu"]
+    acc = _new_acc()
+    lesion_rows, det = [], dict(lesion_scores=[], diameters=[], fp_scores=[], halluc=[], n_slices=0, n_free=0)
+    for k, s in enumerate(slices):
+        out = pred["sr_pet"][k]
+        body = s["hr_ct"] > BODY_HU
+        acc["n_slices"] += 1
+        _accumulate_image(acc, "pet", s["hr_pet"], out, body, cfg["pet_range_suv"])
+        if pred.get("sr_ct") is not None:
+            _accumulate_image(acc, "ct", np.clip(s["hr_ct"], ct_lo, ct_hi), np.clip(pred["sr_ct"][k], ct_lo, ct_hi),
+                              body, ct_hi - ct_lo)
+        acc["fusion"].append(fusion_quality(s, out, cfg))
+        if with_truth:
+            _score_lesion_slice(out, s, body, lesions_per_slice[k], cfg, lesion_rows, det, lesion_free)
+    return dict(acc=acc, lesions=lesion_rows, det=det)
+
+
+# ----------------------------------------------------------------------------- aggregation
+def _nanmean(v) -> float:
+    """Mean ignoring NaN / None (an infinite value, e.g. the PSNR of an exact output, stays infinite)."""
+    v = [x for x in v if x is not None and not np.isnan(x)]
+    return float(np.mean(v)) if v else float("nan")
+
+
+def study_summary(sc: dict, cfg: dict) -> dict:
+    """Per-study image-quality numbers from score_study's accumulators.
+
+    Returns:
+        psnr_{pet,ct}[_body] (dB), ssim_{pet,ct}[_body] and crc_mean (mean CRC over the study's lesions).
+    """
+    a, R, ct_r = sc["acc"], cfg["pet_range_suv"], cfg["ct_range_hu"][1] - cfg["ct_range_hu"][0]
+    out = {}
+    for key, rng in (("pet", R), ("ct", ct_r)):
+        for suf in ("", "_body"):
+            n = a[f"{key}_n{suf}"]
+            out[f"psnr_{key}{suf}"] = metrics.psnr_from_mse(a[f"{key}_se{suf}"] / n, rng) if n else float("nan")
+            out[f"ssim_{key}{suf}"] = _nanmean(a[f"{key}_ssim{suf}"])
+    les = [row["crc"] for row in sc["lesions"]]
+    out["crc_mean"] = _nanmean(les)
+    return out
+
+
+def _lesion_summary(per_study: dict[str, dict]) -> dict:
+    """NEMA CRC / BV / CNR per lesion diameter (mean over lesions of that diameter) and the lesion count."""
+    rows = [row for sc in per_study.values() for row in sc["lesions"]]
+    sizes = sorted({row["diameter_mm"] for row in rows})
+    res = {key: {f"{d:g}": _nanmean([row[key] for row in rows if row["diameter_mm"] == d]) for d in sizes}
+           for key in ("crc", "bv", "cnr")}
+    res["n_lesions_scored"] = len(rows)
+    return res
+
+
+def _detection_summary(per_study: dict[str, dict], cfg: dict) -> dict:
+    """Sensitivity (overall and per diameter), FP / slice, hallucinations / lesion-free slice and the FROC."""
+    det = {k: [] for k in ("lesion_scores", "diameters", "fp_scores", "halluc")}
+    n_sl = n_free = 0
+    for sc in per_study.values():
+        for k in det:
+            det[k] += sc["det"][k]
+        n_sl += sc["det"]["n_slices"]
+        n_free += sc["det"]["n_free"]
+    summ = metrics.detection_summary(det["lesion_scores"], det["diameters"], det["fp_scores"], n_sl,
+                                     cfg["det_threshold_suv"])
+    halluc = int(np.sum(np.asarray(det["halluc"]) >= cfg["det_threshold_suv"])) / n_free if n_free else None
+    return dict(sensitivity=summ["sensitivity"], sensitivity_per_size=summ["sensitivity_per_size"],
+                fp_per_slice=summ["fp_per_slice"], n_lesions=summ["n_lesions"], n_detection_slices=n_sl,
+                n_lesion_free_slices=n_free, hallucinations_per_slice=halluc,
+                froc=metrics.froc(det["lesion_scores"], det["fp_scores"], n_sl) if n_sl else [])
+
+
+def summarize_method(per_study: dict[str, dict], cfg: dict) -> dict:
+    """A method's results over all studies (see the module docstring); "_per_study" holds study_summary's."""
+    sums = {h: study_summary(sc, cfg) for h, sc in per_study.items()}
+    res: dict[str, Any] = {key: _nanmean([s[key] for s in sums.values()]) for key in IMAGE_METRICS}
+    res["n_studies"] = len(per_study)
+    res["n_slices"] = int(sum(sc["acc"]["n_slices"] for sc in per_study.values()))
+    res.update(_lesion_summary(per_study))
+    res.update(_detection_summary(per_study, cfg))
+    fus = [f for sc in per_study.values() for f in sc["acc"]["fusion"]]
+    res["fusion"] = {k: _nanmean([f[k] for f in fus]) for k in FUSION_KEYS}
+    res["_per_study"] = sums
+    return res
+
+
+def paired_bootstrap(a: dict[str, dict], b: dict[str, dict], keys, seed: int) -> dict:
+    """Per-study differences a - b of each key with a percentile bootstrap 95% CI of their mean.
+
+    Args:
+        a, b: study -> {key: value}. keys: the keys to compare. seed: bootstrap seed.
+
+    Returns:
+        key -> {"mean", "ci95": [lo, hi], "n_studies" (finite differences)}.
+    """
+    out = {}
+    for key in keys:
+        diffs = [a[h][key] - b[h][key] for h in a if h in b]
+        m, lo, hi = metrics.bootstrap_ci(diffs, n_boot=N_BOOT, seed=seed)
+        out[key] = dict(mean=m, ci95=[lo, hi], n_studies=int(np.sum(np.isfinite(diffs))))
+    return out
+
+
+def fusion_gain(fused: dict, base: dict, seed: int) -> dict:
+    """Per-study fused minus baseline (PSNR/SSIM of PET, whole and body; mean CRC) with bootstrap CIs."""
+    return paired_bootstrap(fused, base, GAIN_METRICS, seed)
+
+
+# ----------------------------------------------------------------------------- output
+def _clean(x):
+    """JSON-safe copy: NaN (nothing to score) -> None, +-inf (e.g. PSNR of an exact output) -> "inf" /
+    "-inf", numpy scalars -> Python."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        if np.isnan(x):
+            return None
+        return float(x) if np.isfinite(x) else ("inf" if x > 0 else "-inf")
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def _fmt(v, nd=3) -> str:
+    if isinstance(v, str):
+        return v
+    return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{nd}f}"
+
+
+def _row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _md_image_quality(m: dict) -> list[str]:
+    lines = ["## Image quality", "",
+             "| method | PSNR PET (dB) | SSIM PET | PSNR PET body | SSIM PET body | PSNR CT (dB) | SSIM CT"
+             " | PSNR CT body | SSIM CT body |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in m.items():
+        lines.append(_row(name, _fmt(r["psnr_pet"], 2), _fmt(r["ssim_pet"], 4), _fmt(r["psnr_pet_body"], 2),
+                          _fmt(r["ssim_pet_body"], 4), _fmt(r["psnr_ct"], 2), _fmt(r["ssim_ct"], 4),
+                          _fmt(r["psnr_ct_body"], 2), _fmt(r["ssim_ct_body"], 4)))
+    return lines
+
+
+def _md_lesions(m: dict, st: dict) -> list[str]:
+    sizes = sorted({s for r in m.values() for s in r["crc"]}, key=float)
+    lines = ["", "## Lesions (NEMA NU 2 hot-sphere CRC / BV / CNR, detection)", ""]
+    if sizes:
+        lines += [_row("method", *[f"CRC {s} mm" for s in sizes], *[f"CNR {s} mm" for s in sizes]),
+                  "|---|" + "---|" * (2 * len(sizes))]
+        for name, r in m.items():
+            lines.append(_row(name, *[_fmt(r["crc"].get(s)) for s in sizes],
+                              *[_fmt(r["cnr"].get(s), 2) for s in sizes]))
+    else:
+        lines.append("No hot lesions in the scored slices.")
+    lines += ["", f"Detector: local maxima >= {st['det_threshold_suv']:g} SUV, >= {st['min_separation_mm']:g} mm"
+              " apart, in the body.", "",
+              "| method | sensitivity | FP / slice | hallucinated hot spots / lesion-free slice |", "|---|---|---|---|"]
+    for name, r in m.items():
+        lines.append(_row(name, _fmt(r["sensitivity"]), _fmt(r["fp_per_slice"]), _fmt(r["hallucinations_per_slice"])))
+    return lines
+
+
+def _md_fusion(m: dict, gain: dict | None) -> list[str]:
+    lines = ["", "## Fusion quality (SR PET vs its sources: bicubic LR PET, HR CT; images on [0, 1]; bicubic is"
+             " itself the PET source)", "",
+             "| method | MI(F;PET) bits | MI(F;CT) bits | SSIM(F,PET) | SSIM(F,CT) | Qabf |",
+             "|---|---|---|---|---|---|"]
+    for name, r in m.items():
+        lines.append(_row(name, *[_fmt(r["fusion"][k]) for k in FUSION_KEYS]))
+    if gain:
+        lines += ["", f"## Fusion gain ({gain['fused']} minus {gain['baseline']}, per study; bootstrap 95% CI)", "",
+                  "| metric | mean | 95% CI | studies |", "|---|---|---|---|"]
+        for key, v in gain["metrics"].items():
+            lines.append(_row(key, _fmt(v["mean"], 4), f"[{_fmt(v['ci95'][0], 4)}, {_fmt(v['ci95'][1], 4)}]",
+                              v["n_studies"]))
+    return lines
+
+
+def results_markdown(res: dict) -> str:
+    """The Markdown report: image quality, lesions, detection, fusion, fusion gain, figures."""
+    m, d, st = res["methods"], res["data"], res["settings"]
+    lines = [
+        "# Evaluation results",
+        "",
+        f"Split `{d['split']}`: {d['n_studies']} studies, {d['n_slices']} slices "
+        f"({d['n_studies_with_truth']} studies / {d['n_slices_with_truth']} slices with a true HR PET; "
+        f"{d['n_lesions']} hot lesions, {d['n_lesion_free_studies']} lesion-free studies). Scale x{d['scale']}.",
+        "",
+        f"PET in SUVbw, PSNR peak {st['pet_range_suv']:g} SUV; CT in HU clipped to {st['ct_range_hu']};"
+        f" body = HR CT > {BODY_HU:g} HU.",
+        "",
+    ]
+    lines += _md_image_quality(m) + _md_lesions(m, st) + _md_fusion(m, res.get("fusion_gain"))
+    lines += ["", "## Figures", ""] + [f"![{p}]({p})" for p in res.get("figures", [])]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- driver
+def scoring_config(pet_range_suv: float, ct_range_hu: tuple[float, float], det_threshold_suv: float,
+                   froc_min_suv: float, min_separation_mm: float) -> dict:
+    """The scoring settings shared by every method (SUV, HU, mm; the FROC floor never above the threshold)."""
+    return dict(pet_range_suv=float(pet_range_suv), ct_range_hu=[float(ct_range_hu[0]), float(ct_range_hu[1])],
+                det_threshold_suv=float(det_threshold_suv), froc_min_suv=float(min(froc_min_suv, det_threshold_suv)),
+                min_separation_mm=float(min_separation_mm))
+
+
+def settings_record(cfg: dict, seed: int) -> dict:
+    """Everything that defines the numbers, as written into results.json's "settings"."""
+    return dict(
+        cfg, body_mask=f"HR CT > {BODY_HU:g} HU", psnr_data_range_pet_suv=cfg["pet_range_suv"],
+        psnr_data_range_ct_hu=cfg["ct_range_hu"][1] - cfg["ct_range_hu"][0],
+        ssim=dict(implementation="tf.image.ssim", filter_size=metrics.SSIM_FILTER_SIZE,
+                  filter_sigma=metrics.SSIM_FILTER_SIGMA, k1=metrics.SSIM_K1, k2=metrics.SSIM_K2,
+                  masked="mean of the SSIM map over windows centred in the mask"),
+        psnr="tf.image.psnr definition; per study from the MSE pooled over its slices; methods: mean over studies",
+        nema=dict(background_rois=12, ring_mm="diameter + 10", lesion_margin_mm=LESION_MARGIN_MM,
+                  roi="lesion cross-section on the slice nearest its centre"),
+        detector="local maxima >= threshold SUV within the body, merged if touching;"
+                 " hit = inside a lesion cross-section",
+        fusion=dict(sources="bicubic-upsampled LR PET and HR CT",
+                    scale="PET [0, pet_range_suv] and CT [ct_range_hu] mapped to [0, 1]",
+                    mi_bins=MI_BINS, qabf="Xydeas & Petrovic 2000, Sobel 3x3"),
+        bootstrap=dict(resamples=N_BOOT, seed=seed, ci="percentile 95%"),
+        upsampling_baselines={k: f"cv2.resize {v}" for k, v in BASELINES.items()},
+    )
+
+
+def _check_scale(manifest: dict, models: dict[str, Any], data_dir) -> int:
+    """The data set's scale, refusing any model trained for another."""
+    scale = int(manifest["scale"])
+    for name, p in models.items():
+        if int(p.scale) != scale:
+            raise ValueError(f"{name}: model scale x{p.scale} does not match the data set's x{scale} ({data_dir})")
+    return scale
+
+
+def _figure_slice(slices: list[dict], per_slice: list[list[dict]], preds: dict) -> dict:
+    """The slice to draw for a study: the centre slice of its largest scored lesion, else its middle slice."""
+    cands = [(les["diameter_mm"], k, les) for k, ls in enumerate(per_slice) for les in ls if les["scored"]]
+    _, k, les = max(cands, key=lambda c: c[0]) if cands else (0, len(slices) // 2, None)
+    s = slices[k]
+    return dict(lr_pet=s["lr_pet"], hr_pet=s["hr_pet"], hr_ct=s["hr_ct"], lesion=les,
+                spacing_mm=spacing_rc(s["hr_affine"]), preds={m: p["sr_pet"][k] for m, p in preds.items()})
+
+
+def _new_data_record(split: str, scale: int) -> dict:
+    return dict(split=split, scale=scale, n_studies=0, n_slices=0, n_studies_with_truth=0, n_slices_with_truth=0,
+                n_lesions=0, n_lesions_outside_slices=0, n_lesion_free_studies=0)
+
+
+def score_split(data_dir, manifest: dict, methods: dict[str, Any], cfg: dict, *, split: str, batch_size: int,
+                max_slices: int | None, n_figures: int) -> tuple[dict, dict, list[dict]]:
+    """Runs and scores every method on every study of the split.
+
+    Returns:
+        (data counts, method -> study -> score_study output, figure slices).
+    """
+    scale = int(manifest["scale"])
+    per_method: dict[str, dict[str, dict]] = {m: {} for m in methods}
+    data = _new_data_record(split, scale)
+    fig_slices: list[dict] = []
+    for h, slices in iter_studies(data_dir, split, max_slices):
+        info = manifest["studies"].get(h, {})
+        with_truth = bool(info.get("has_truth", slices[0]["has_truth"]))
+        lesions = info.get("lesions") or []
+        per_slice, missing = place_lesions(lesions, slices) if with_truth else ([[] for _ in slices], 0)
+        data["n_studies"] += 1
+        data["n_slices"] += len(slices)
+        if with_truth:
+            data["n_studies_with_truth"] += 1
+            data["n_slices_with_truth"] += len(slices)
+            data["n_lesions"] += sum(les["scored"] for ls in per_slice for les in ls)
+            data["n_lesions_outside_slices"] += missing
+            data["n_lesion_free_studies"] += int(not lesions)
+        preds = {m: run_method(p, slices, scale, batch_size) for m, p in methods.items()}
+        for k, s in enumerate(slices):
+            s["bicubic_pet"] = preds["bicubic"]["sr_pet"][k]
+        for m in methods:
+            per_method[m][h] = score_study(preds[m], slices, per_slice, cfg, with_truth=with_truth,
+                                           lesion_free=with_truth and not lesions)
+        if len(fig_slices) < n_figures:
+            fig_slices.append(_figure_slice(slices, per_slice, preds))
+    if data["n_studies"] == 0:
+        raise ValueError(f"{data_dir}: split {split!r} has no slices")
+    return data, per_method, fig_slices
+
+
+def evaluate(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    models: dict[str, Any],
+    *,
+    split: str = "test",
+    pet_range_suv: float = 10.0,
+    ct_range_hu: tuple[float, float] = (-1024.0, 3071.0),
+    det_threshold_suv: float = 2.5,
+    froc_min_suv: float = 1.0,
+    min_separation_mm: float = 5.0,
+    n_figures: int = 3,
+    batch_size: int = 8,
+    max_slices: int | None = None,
+    seed: int = 0,
+    dpi: int = 100,
+    overwrite: bool = False,
+    model_sources: dict[str, str] | None = None,
+    fused_name: str = FUSED,
+) -> dict:
+    """Runs the baselines and `models` on the same slices and writes results.json, results.md and figures.
+
+    Args:
+        data_dir: prepared data set. out_dir: output folder. models: name -> Predictor.
+        split: the split scored. pet_range_suv: PET PSNR peak / SSIM range (SUV). ct_range_hu: CT clip range (HU).
+        det_threshold_suv, froc_min_suv: detector threshold and FROC floor (SUV). min_separation_mm: detector
+        neighbourhood (mm). n_figures: slices drawn. batch_size: slices per model call. max_slices: smoke runs.
+        seed: bootstrap seed. dpi: figure resolution. overwrite: replace existing results.
+        model_sources: name -> where the model was read (recorded). fused_name: the CT-guided model; the fusion
+        gain is it minus "pet_only" when both are among `models`.
+
+    Returns:
+        The results dict also written to OUT/results.json (None for NaN, "inf" for infinite numbers).
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / "results.json").exists() and not overwrite:
+        raise FileExistsError(f"{out_dir}: results.json already exists; pass --overwrite to replace it")
+    manifest = records.read_manifest(data_dir)
+    _check_scale(manifest, models, data_dir)
+    cfg = scoring_config(pet_range_suv, ct_range_hu, det_threshold_suv, froc_min_suv, min_separation_mm)
+    methods: dict[str, Any] = dict(BASELINES)
+    methods.update(models)
+    data, per_method, fig_slices = score_split(data_dir, manifest, methods, cfg, split=split, batch_size=batch_size,
+                                               max_slices=max_slices, n_figures=n_figures)
+    results_methods = {m: summarize_method(per_method[m], cfg) for m in methods}
+    gain = None
+    if fused_name in models and PET_ONLY in models and fused_name != PET_ONLY:
+        gain = dict(fused=fused_name, baseline=PET_ONLY, metrics=fusion_gain(
+            results_methods[fused_name]["_per_study"], results_methods[PET_ONLY]["_per_study"], seed))
+    for r in results_methods.values():
+        r.pop("_per_study")
+    results = dict(schema="ctpet-srgan/evaluate/1", data=data, settings=settings_record(cfg, seed),
+                   methods=results_methods, models=model_sources or {}, fusion_gain=gain)
+    results["figures"] = (figures.write_figures(out_dir, fig_slices, results_methods, dpi, pet_range_suv, fused_name)
+                          if n_figures > 0 else [])
+    results = _clean(results)
+    write_bytes_atomic(out_dir / "results.md", results_markdown(results).encode())
+    write_json_atomic(out_dir / "results.json", results)  # last: its presence means the evaluation finished
+    return results

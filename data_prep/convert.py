@@ -9,9 +9,11 @@ Per study (a PURE function, `prepare_study`, so it can run in a process pool her
 3. HR CT = CT anti-aliased (Gaussian to the target voxel size and slice thickness) and resampled (linear, fill
    -1024 HU). HR PET = the "HR PET truth" series (SeriesDescription prefix, written by data_prep.phantom) when
    present (has_truth=1), else the clinical PET interpolated (has_truth=0); resampled with SimpleITK (linear).
-4. LR PET = source PET blurred on its own grid by a Gaussian (truth: FWHM sqrt(lr_fwhm^2 - truth_fwhm^2), e.g.
-   sqrt(6^2-2^2) = 5.66 mm; clinical PET: `no_truth_fwhm_mm`), resampled onto the HR grid, area-averaged by
-   `scale`, then count-dependent Poisson noise (`counts_per_suv` per LR voxel), seeded from (seed, study hash).
+4. LR PET (`degradation.degrade_pet_volume`) = source PET blurred on its own grid by a Gaussian (truth: FWHM
+   sqrt(lr_fwhm^2 - truth_fwhm^2), e.g. sqrt(6^2-2^2) = 5.66 mm; clinical PET: `no_truth_fwhm_mm`), resampled
+   onto the HR grid and area-averaged by `scale` (a truth PET) or straight onto the LR grid (a clinical PET, whose
+   voxels already are LR voxels), then count-dependent Poisson noise (`counts_per_suv` per LR voxel), seeded from
+   (seed, study hash).
    LR CT = HR CT area-averaged by `scale`.
 5. One tf.train.Example per axial slice (records.serialize_example), physical units (SUVbw, HU).
 

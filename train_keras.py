@@ -95,12 +95,13 @@ def main(argv):
 
 
 def _main():
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout, force=True)  # force: replace the handler absl installs
     import tensorflow as tf
 
-    from ctpet_srgan import training
+    from ctpet_srgan import distribute, training
 
-    strategy = training.make_strategy(F.strategy, F.tpu)  # first: MultiWorkerMirroredStrategy must come first
+    strategy = distribute.make_strategy(F.strategy, F.tpu)  # first: MultiWorkerMirroredStrategy must come first
     if F.deterministic:
         tf.config.experimental.enable_op_determinism()
     import keras

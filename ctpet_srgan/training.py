@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ctpet_srgan import losses
+from ctpet_srgan import distribute, losses, summaries
 from ctpet_srgan.models import GeneratorConfig, build_discriminator, build_generator
 
 log = logging.getLogger("ctpet_srgan.training")
@@ -115,65 +115,6 @@ class PhaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
                     decay_factor=self.decay_factor)
 
 
-def make_strategy(name: str = "auto", tpu: str = "") -> tf.distribute.Strategy:
-    """"auto": MultiWorkerMirroredStrategy if TF_CONFIG is set, MirroredStrategy if there are GPUs, else the
-    default strategy; or explicitly "default", "mirrored", "multiworker", "tpu" (tpu: the TPU name/address)."""
-    if name == "auto":
-        if os.environ.get("TF_CONFIG"):
-            name = "multiworker"
-        elif tf.config.list_physical_devices("GPU"):
-            name = "mirrored"
-        else:
-            name = "default"
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    raise ValueError(f"unknown strategy {name!r}: use auto, default, mirrored, multiworker or tpu")
-
-
-def _tb_metadata(plugin: str, data_class: int):
-    from tensorflow.core.framework import summary_pb2
-
-    m = summary_pb2.SummaryMetadata()
-    m.plugin_data.plugin_name = plugin
-    m.data_class = data_class
-    return m
-
-
-def tb_scalar(name: str, value: float, step: int) -> None:
-    """A TensorBoard scalar (written with TF core only: the tensorboard package is not a dependency)."""
-    from tensorflow.core.framework import summary_pb2
-
-    tf.summary.write(name, tf.constant(float(value), tf.float32), step=step,
-                     metadata=_tb_metadata("scalars", summary_pb2.DATA_CLASS_SCALAR))
-
-
-def tb_image(name: str, image, step: int) -> None:
-    """A TensorBoard image from float [H, W, C] in [0, 1] or uint8 [H, W, C] (PNG-encoded)."""
-    from tensorflow.core.framework import summary_pb2
-
-    img = tf.convert_to_tensor(image)
-    if img.dtype != tf.uint8:
-        img = tf.image.convert_image_dtype(tf.clip_by_value(tf.cast(img, tf.float32), 0.0, 1.0), tf.uint8,
-                                           saturate=True)
-    h, w = int(img.shape[0]), int(img.shape[1])
-    tensor = tf.stack([tf.as_string(w), tf.as_string(h), tf.io.encode_png(img)])
-    tf.summary.write(name, tensor, step=step, metadata=_tb_metadata("images", summary_pb2.DATA_CLASS_BLOB_SEQUENCE))
-
-
-def _num_replicas() -> int:
-    ctx = tf.distribute.get_replica_context()
-    return ctx.num_replicas_in_sync if ctx is not None else tf.distribute.get_strategy().num_replicas_in_sync
-
-
 def _psnr_ssim(hr, sr) -> tuple[tf.Tensor, tf.Tensor]:
     """Per-example PSNR (dB) and SSIM with peak 1.0 in normalised units (PET: SUV 10)."""
     hr, sr = tf.cast(hr, tf.float32), tf.cast(sr, tf.float32)
@@ -233,7 +174,7 @@ class SRGAN(keras.Model):
     def _compute(self, batch: dict, gan: bool):
         """Per-replica losses and gradients. Returns (g_grads, d_grads or None, per-example loss dict)."""
         cfg = self.cfg
-        n_global = tf.cast(tf.shape(batch["lr_pet"])[0] * _num_replicas(), tf.float32)
+        n_global = tf.cast(tf.shape(batch["lr_pet"])[0] * distribute.num_replicas(), tf.float32)
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             out = self.generator(self.generator_inputs(batch), training=True)
             pix = self._pair(lambda a, b: losses.pixel_loss(a, b, cfg.pixel_loss), batch, out)
@@ -325,14 +266,6 @@ class Interrupted(Exception):
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
 
 
-def _is_chief(strategy) -> bool:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
-        return True
-    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
-                                             and "chief" not in resolver.cluster_spec().as_dict())
-
-
 class Trainer:
     """The custom training loop (one code path for every strategy).
 
@@ -349,7 +282,7 @@ class Trainer:
                  normalization: dict | None = None, on_step: Callable[[int], None] | None = None):
         self.gen_cfg, self.cfg, self.strategy = gen_cfg, cfg, strategy
         self.model_dir = Path(model_dir)
-        self.chief = _is_chief(strategy)
+        self.chief = distribute.is_chief(strategy)
         self._multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
         self.on_step = on_step
         self.vgg_label = vgg_label
@@ -472,7 +405,7 @@ class Trainer:
         vmax = max(float(tf.reduce_max(batch["hr_pet"])), 1e-6)
         row = tf.clip_by_value(tf.concat(panels, axis=2) / vmax, 0.0, 1.0)
         with self._writers["val"].as_default():
-            tb_image("panels/lr_bicubic_sr_hr_pet", row[0], step)
+            summaries.tb_image("panels/lr_bicubic_sr_hr_pet", row[0], step)
             try:
                 from ctpet_srgan.fusion import fuse_rgb
                 from ctpet_srgan.normalization import Normalization
@@ -480,7 +413,7 @@ class Trainer:
                 norm = Normalization.from_dict(self.normalization)
                 rgb = fuse_rgb(norm.ct_from_norm(batch["hr_ct"][0, ..., 0].numpy()),
                                norm.pet_from_norm(tf.cast(sr, tf.float32)[0, ..., 0].numpy()))
-                tb_image("panels/sr_pet_on_ct", rgb, step)
+                summaries.tb_image("panels/sr_pet_on_ct", rgb, step)
             except ImportError:
                 log.debug("ctpet_srgan.fusion not available: no fused panel")
 
@@ -533,25 +466,25 @@ class Trainer:
         if self.chief:
             msg = " ".join(f"{k}={v:.4g}" for k, v in means.items())
             eta_s = f"{int(eta // 60)}m{int(eta % 60):02d}s" if math.isfinite(eta) else "?"
-            print(f"step {step}/{self._total} [{'gan' if gan else 'pretrain'}] {msg} g_lr={g_lr:.3g}"
-                  f" {rate:.2f} steps/s ETA {eta_s}", flush=True)
+            log.info("step %d/%d [%s] %s g_lr=%.3g %.2f steps/s ETA %s", step, self._total,
+                     "gan" if gan else "pretrain", msg, g_lr, rate, eta_s)
             with self._writers["train"].as_default():
                 for k, v in means.items():
-                    tb_scalar(f"loss/{k}", v, step)
-                tb_scalar("lr/generator", g_lr, step)
-                tb_scalar("lr/discriminator", d_lr, step)
-                tb_scalar("steps_per_second", rate, step)
+                    summaries.tb_scalar(f"loss/{k}", v, step)
+                summaries.tb_scalar("lr/generator", g_lr, step)
+                summaries.tb_scalar("lr/discriminator", d_lr, step)
+                summaries.tb_scalar("steps_per_second", rate, step)
 
     def _eval_and_keep_best(self, step: int) -> dict[str, float]:
         metrics = self.evaluate(self.cfg.eval_batches)
         if not metrics:
             return metrics
         if self.chief:
-            print(f"step {step}/{self._total} validation " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
-                  flush=True)
+            log.info("step %d/%d validation %s", step, self._total,
+                     " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
             with self._writers["val"].as_default():
                 for k, v in metrics.items():
-                    tb_scalar(f"val/{k}", v, step)
+                    summaries.tb_scalar(f"val/{k}", v, step)
             self._image_summary(step)
         if metrics["psnr"] > float(self.best_psnr.numpy()):
             self.best_psnr.assign(metrics["psnr"])

@@ -47,9 +47,9 @@ def main():
                  replicas=mirrored.num_replicas_in_sync,
                  **{f"single_{i}": w for i, w in enumerate(w1)}, **{f"dist_{i}": w for i, w in enumerate(w2)})
     elif mode == "multiworker":
-        from ctpet_srgan import training
+        from ctpet_srgan import distribute, training
 
-        strategy = training.make_strategy("auto")  # TF_CONFIG -> MultiWorkerMirroredStrategy
+        strategy = distribute.make_strategy("auto")  # TF_CONFIG -> MultiWorkerMirroredStrategy
         assert isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy), type(strategy)
         losses, weights, step, psnr = run(strategy, model_dir)
         np.savez(out, losses=losses, steps=[step], psnr=[psnr], replicas=strategy.num_replicas_in_sync,

@@ -10,6 +10,7 @@ Errors in the input print one line "PATH: problem" on stderr and exit with code 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -45,9 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     cv.add_argument("--pet", help="one study: PET series folder, DICOM file or NIfTI")
     cv.add_argument("--pet_truth", help="one study: optional HR PET truth (folder or NIfTI)")
     cv.add_argument("--lesions", help="one study: optional lesions.json")
+    cv.add_argument("--rtstruct", help="one study: optional RTSTRUCT file with the tumour contour (the mask)")
+    cv.add_argument("--roi_pattern", default="GTV_Mass*", help="RTSTRUCT ROI name of the tumour (fnmatch, any case)")
     cv.add_argument("--nifti_pet_units", default=None, help="units of NIfTI PET voxels (default SUVbw)")
     cv.add_argument("--scale", type=int, choices=[2, 4], default=2)
-    cv.add_argument("--hr_spacing_mm", type=float, default=None, help="default: PET in-plane spacing / scale")
+    cv.add_argument("--hr_spacing_mm", default=None,
+                    help="HR in-plane spacing: mm, or median_pet (the median PET in-plane spacing of the set: HR ="
+                         " the clinical PET); default: each study's PET in-plane spacing / scale")
     cv.add_argument("--lr_fwhm_mm", type=float, default=6.0, help="LR PET resolution when a truth PET is the HR")
     cv.add_argument("--truth_fwhm_mm", type=float, default=2.0)
     cv.add_argument("--no_truth_fwhm_mm", type=float, default=4.0, help="extra blur of a clinical PET for its LR")
@@ -58,8 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     cv.add_argument("--compression", default="none", choices=["GZIP", "gzip", "none"])
     cv.add_argument("--val_fraction", type=float, default=0.1)
     cv.add_argument("--test_fraction", type=float, default=0.1)
+    cv.add_argument("--split_seed", type=int, default=None,
+                    help="seed of the split by study (written in the manifest); default: sorted-hash order")
     cv.add_argument("--allow_unregistered", action="store_true",
                     help="pair CT and PET even when their FrameOfReferenceUIDs differ")
+    cv.add_argument("--strict", action="store_true",
+                    help="stop without a manifest when any study fails (default: skip it, listed in the manifest)")
     cv.add_argument("--overwrite", action="store_true", help="redo a finished or unfinished set from scratch")
 
     ins = sub.add_parser("inspect", help="print what a prepared set holds")
@@ -93,10 +102,17 @@ def _convert(a) -> int:
     if bool(a.studies) == bool(a.ct or a.pet) or (not a.studies and not (a.ct and a.pet)):
         print("convert: give either --studies ROOT, or --ct PATH and --pet PATH", file=sys.stderr)
         return 2
-    cfg = ConvertConfig(scale=a.scale, hr_spacing_mm=a.hr_spacing_mm, lr_fwhm_mm=a.lr_fwhm_mm,
-                        truth_fwhm_mm=a.truth_fwhm_mm, no_truth_fwhm_mm=a.no_truth_fwhm_mm,
-                        counts_per_suv=a.counts_per_suv, seed=a.seed, allow_unregistered=a.allow_unregistered,
-                        nifti_pet_units=a.nifti_pet_units)
+    if a.hr_spacing_mm not in (None, "median_pet"):
+        try:
+            a.hr_spacing_mm = float(a.hr_spacing_mm)
+        except ValueError:
+            print(f"convert: --hr_spacing_mm must be a number (mm) or median_pet, not {a.hr_spacing_mm!r}",
+                  file=sys.stderr)
+            return 2
+    cfg = ConvertConfig(scale=a.scale, lr_fwhm_mm=a.lr_fwhm_mm, truth_fwhm_mm=a.truth_fwhm_mm,
+                        no_truth_fwhm_mm=a.no_truth_fwhm_mm, counts_per_suv=a.counts_per_suv, seed=a.seed,
+                        allow_unregistered=a.allow_unregistered, nifti_pet_units=a.nifti_pet_units,
+                        roi_pattern=a.roi_pattern)
     if a.studies:
         specs = discover_studies(a.studies, allow_unregistered=a.allow_unregistered)
         if not specs:
@@ -104,9 +120,17 @@ def _convert(a) -> int:
 
             raise InputError(a.studies, "no study with both a CT and a PET series was found")
     else:
-        specs = [single_study(a.ct, a.pet, a.pet_truth, a.lesions)]
+        specs = [single_study(a.ct, a.pet, a.pet_truth, a.lesions, a.rtstruct)]
+    hr = a.hr_spacing_mm
+    if hr == "median_pet":
+        from data_prep.convert import median_pet_spacing
+
+        hr = median_pet_spacing(specs)
+        print(f"HR in-plane spacing: {hr:g} mm, the median PET in-plane spacing of {len(specs)} studies")
+    cfg = dataclasses.replace(cfg, hr_spacing_mm=hr)
     convert(specs, a.out, cfg, workers=a.workers, shard_size=a.shard_size, compression=a.compression,
-            val_fraction=a.val_fraction, test_fraction=a.test_fraction, overwrite=a.overwrite)
+            val_fraction=a.val_fraction, test_fraction=a.test_fraction, split_seed=a.split_seed,
+            strict=a.strict, overwrite=a.overwrite)
     return 0
 
 

@@ -15,10 +15,19 @@ Per study (a PURE function, `prepare_study`, so it can run in a process pool her
    voxels already are LR voxels), then count-dependent Poisson noise (`counts_per_suv` per LR voxel), seeded from
    (seed, study hash).
    LR CT = HR CT area-averaged by `scale`.
-5. One tf.train.Example per axial slice (records.serialize_example), physical units (SUVbw, HU).
+5. Tumour mask (when the study has an RTSTRUCT): the ROI matching `roi_pattern` (default "GTV_Mass*") rasterised
+   onto the HR grid in patient space (ctpet_srgan.rtstruct: a voxel is inside when its centre is inside the contour);
+   the summary keeps its volume (tumour_volume_ml) beside the contour's own (contour_volume_ml).
+6. One tf.train.Example per axial slice (records.serialize_example), physical units (SUVbw, HU), + hr_mask.
+
+Real clinical sets (no truth PET, e.g. the IBSI STS studies): `--hr_spacing_mm=median_pet` puts every study on one
+HR in-plane spacing, the median PET in-plane spacing of the set, so HR = the clinical PET (resampled, has_truth=0)
+and LR = its degradation at `scale` x that spacing. A study that fails is reported by its hash and skipped (listed
+in the manifest's `skipped`); only when every study fails is the run an error.
 
 Driver (`convert`): each finished study goes to OUT/.work/<hash>.examples (+ .json summary) atomically, written by
-the worker that prepared it, so a rerun resumes; then a deterministic split by study (sorted hashes), final shards
+the worker that prepared it, so a rerun resumes; then a deterministic split by study (sorted hashes, or a permutation
+seeded by `split_seed`, written in the manifest), final shards
 `<split>-NNNNN-of-NNNNN.tfrecord[.gz]`, and manifest.json LAST. No patient identifiers or input paths reach OUT: studies are named by a salted hash.
 """
 
@@ -27,6 +36,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -43,6 +53,8 @@ from ctpet_srgan.degradation import degrade_pet_volume, downsample_area, extra_f
 from ctpet_srgan.errors import InputError
 from ctpet_srgan.geometry import Volume, resample
 from ctpet_srgan.normalization import DEFAULT, Normalization
+
+_log = logging.getLogger(__name__)
 
 TRUTH_PREFIX = "HR PET truth"  # SeriesDescription prefix of a ground-truth HR PET series (see data_prep.phantom)
 WORK = ".work"
@@ -66,6 +78,7 @@ class ConvertConfig:
     allow_unregistered: bool = False
     nifti_pet_units: str | None = None  # units of NIfTI PET voxels (default SUVbw)
     normalization: Normalization = DEFAULT
+    roi_pattern: str = "GTV_Mass*"  # RTSTRUCT ROI name (fnmatch, case-insensitive) of the tumour mask
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -97,6 +110,7 @@ class StudySpec:
     pet: Source
     truth: Source | None = None
     lesions: tuple[dict[str, Any], ...] = ()
+    rtstruct: str | None = None  # an RTSTRUCT file with the tumour contour (see ConvertConfig.roi_pattern)
 
 
 @dataclasses.dataclass
@@ -228,6 +242,7 @@ def prepare_study(spec: StudySpec, cfg: ConvertConfig) -> StudyResult:
     lr_pet = degrade_pet_volume(src, grid.hr_affine, grid.hr_shape, scale=cfg.scale, fwhm_mm=extra,
                                 counts_per_suv=cfg.counts_per_suv, rng=study_rng(cfg, spec.key))
     lr_ct = downsample_area(hr_ct, cfg.scale)
+    mask, mask_summary = _tumour_mask(spec, cfg, pet, grid)
     examples = []
     for k in range(K):
         aff = grid.hr_affine.copy()
@@ -236,6 +251,7 @@ def prepare_study(spec: StudySpec, cfg: ConvertConfig) -> StudyResult:
             records.serialize_example(
                 hr_pet=hr_pet[k], hr_ct=hr_ct[k], lr_pet=lr_pet[k], lr_ct=lr_ct[k], scale=cfg.scale,
                 study=spec.key, slice_index=k, hr_affine=aff, has_truth=truth is not None,
+                hr_mask=None if mask is None else mask[k],
             )
         )
     summary = {
@@ -249,8 +265,31 @@ def prepare_study(spec: StudySpec, cfg: ConvertConfig) -> StudyResult:
             {k: les[k] for k in ("center_mm", "diameter_mm", "uptake_ratio", "kind") if k in les}
             for les in spec.lesions
         ],
+        **mask_summary,
     }
     return StudyResult(spec.key, examples, summary)
+
+
+def _tumour_mask(spec: StudySpec, cfg: ConvertConfig, pet: Volume,
+                 grid: TargetGrid) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The study's tumour mask on the HR grid (uint8 (K, H, W)) and its summary fields; (None, no mask) without."""
+    from ctpet_srgan import rtstruct
+
+    if not spec.rtstruct:
+        return None, {"has_mask": False, "tumour_volume_ml": None, "contour_volume_ml": None}
+    roi = rtstruct.select_roi(rtstruct.read_rois(spec.rtstruct), cfg.roi_pattern, where=spec.rtstruct)
+    f_pet = pet.meta.get("frame_of_reference_uid")
+    if roi.frame_of_reference_uid and f_pet and roi.frame_of_reference_uid != f_pet and not cfg.allow_unregistered:
+        raise InputError(spec.rtstruct, "the contour's ReferencedFrameOfReferenceUID differs from the PET's")
+    mask, _ = rtstruct.rasterize(roi, grid.hr_affine, grid.hr_shape)
+    voxel_ml = float(np.prod(grid.hr_spacing_mm)) / 1000.0
+    n_planes = len({round(float(p[:, 2].mean()), 2) for p in roi.polygons})
+    contour_ml = rtstruct.contour_volume_ml(roi, None if n_planes > 1 else grid.hr_spacing_mm[2])
+    tumour_ml = float(mask.sum()) * voxel_ml
+    if contour_ml > 0 and abs(tumour_ml - contour_ml) > 0.2 * contour_ml:
+        _log.warning("study %s: rasterised tumour %.2f mL vs contour %.2f mL (contour partly outside the grid?)",
+                    spec.key, tumour_ml, contour_ml)
+    return mask, {"has_mask": True, "tumour_volume_ml": round(tumour_ml, 4), "contour_volume_ml": round(contour_ml, 4)}
 
 
 # --------------------------------------------------------------------------------------------- discovery
@@ -301,24 +340,72 @@ def _uid_of(src: PathLike) -> str:
 
 
 def single_study(ct: PathLike, pet: PathLike, truth: PathLike | None = None,
-                 lesions: PathLike | None = None) -> StudySpec:
-    """A StudySpec for one CT + PET (+ optional truth PET, lesions.json) given by path."""
+                 lesions: PathLike | None = None, rtstruct: PathLike | None = None) -> StudySpec:
+    """A StudySpec for one CT + PET (+ optional truth PET, lesions.json, RTSTRUCT with the tumour) given by path."""
+    if rtstruct and not Path(rtstruct).is_file():
+        raise InputError(rtstruct, "does not exist (expected an RTSTRUCT file)")
     return StudySpec(
         key=records.study_hash(_uid_of(pet)),
         ct=str(ct),
         pet=str(pet),
         truth=str(truth) if truth else None,
         lesions=_load_lesions(Path(lesions)) if lesions else (),
+        rtstruct=str(rtstruct) if rtstruct else None,
     )
+
+
+def _referenced_series(path: str) -> set[str]:
+    """SeriesInstanceUIDs an RTSTRUCT's ReferencedFrameOfReferenceSequence names (empty when unreadable)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - the rasteriser reports a bad file properly when it is used
+        return set()
+    return {str(se.get("SeriesInstanceUID", "")) for fr in ds.get("ReferencedFrameOfReferenceSequence", [])
+            for st in fr.get("RTReferencedStudySequence", []) for se in st.get("RTReferencedSeriesSequence", [])}
+
+
+def _pick_rtstruct(rts: list[dict[str, Any]], pet: dict[str, Any], ct: dict[str, Any]) -> str | None:
+    """The study's RTSTRUCT for the tumour mask: one drawn on the PET series, else on the CT, else any in the PET's
+    frame of reference (ties: the first file in path order)."""
+    files = sorted(f for r in rts if r["frame_of_reference_uid"] in ("", pet["frame_of_reference_uid"])
+                   for f in r["files"])
+    if not files:
+        return None
+    refs = {f: _referenced_series(f) for f in files}
+    return min(files, key=lambda f: (pet["series_uid"] not in refs[f], ct["series_uid"] not in refs[f], f))
+
+
+def median_pet_spacing(specs: Sequence[StudySpec]) -> float:
+    """Median over the studies of the PET's in-plane voxel size (mean of its column and row spacing), mm.
+
+    Reads DICOM headers only (the first file of each PET series); other sources are read whole.
+    """
+    import pydicom
+
+    vals = []
+    for s in specs:
+        if isinstance(s.pet, (tuple, list)):
+            ds = pydicom.dcmread(s.pet[0], stop_before_pixels=True, specific_tags=["PixelSpacing"])
+            if "PixelSpacing" not in ds:
+                raise InputError(s.pet[0], "no PixelSpacing (0028,0030)")
+            vals.append(float(np.mean([float(v) for v in ds.PixelSpacing])))
+        else:
+            vals.append(float(np.mean(_read(s.pet, "PT").spacing_mm[:2])))
+    if not vals:
+        raise ValueError("median_pet_spacing: no studies")
+    return float(np.median(vals))
 
 
 def discover_studies(root: PathLike, *, allow_unregistered: bool = False,
                      log: Callable[[str], None] = print) -> list[StudySpec]:
     """Pairs CT and PET series under `root` by StudyInstanceUID and FrameOfReferenceUID (DICOM headers only).
 
-    A PET series whose SeriesDescription starts with "HR PET truth" is the study's truth PET. Studies without a
-    CT or a PET are skipped (reported by hash). CT and PET in different frames of reference are refused unless
-    `allow_unregistered`.
+    A PET series whose SeriesDescription starts with "HR PET truth" is the study's truth PET. An RTSTRUCT in the
+    study (modality RTSTRUCT, the PET's frame of reference) gives the tumour mask; with several, the one that
+    references the PET series is preferred, then the CT's. Studies without a CT or a PET are skipped (reported by
+    hash). CT and PET in different frames of reference are refused unless `allow_unregistered`.
     """
     from ctpet_srgan.dicom_io import scan_dicom_tree
 
@@ -351,31 +438,49 @@ def discover_studies(root: PathLike, *, allow_unregistered: bool = False,
         tr = [t for t in truths if t["frame_of_reference_uid"] == pet["frame_of_reference_uid"]]
         truth = biggest(tr) if tr else None
         files = ct["files"] + pet["files"] + (truth["files"] if truth else [])
+        rts = _pick_rtstruct([s for s in series if s["modality"] == "RTSTRUCT"], pet, ct)
         specs.append(StudySpec(
             key=key, ct=tuple(ct["files"]), pet=tuple(pet["files"]),
-            truth=tuple(truth["files"]) if truth else None, lesions=_find_lesions(files, root),
+            truth=tuple(truth["files"]) if truth else None, lesions=_find_lesions(files, root), rtstruct=rts,
         ))
     return specs
 
 
 # --------------------------------------------------------------------------------------------- driver
-def assign_splits(keys: Sequence[str], val_fraction: float = 0.1, test_fraction: float = 0.1) -> dict[str, str]:
-    """study hash -> split; deterministic from the sorted hashes. With >= 3 studies every split gets one."""
+def assign_splits(keys: Sequence[str], val_fraction: float = 0.1, test_fraction: float = 0.1,
+                  seed: int | None = None, log: Callable[[str], None] = print) -> dict[str, str]:
+    """study hash -> split, by study (patient); deterministic.
+
+    Args:
+        keys: study hashes. val_fraction, test_fraction: shares of the studies (rounded to whole studies).
+        seed: None: the order of the sorted (salted) hashes; an int: a numpy permutation of them seeded by it.
+    Returns:
+        hash -> "train" | "val" | "test". A positive fraction gets at least one study; a zero fraction gets none.
+        While the fractions sum to less than 1, train keeps at least one study (test gives way first, then val);
+        fractions summing to 1 may leave train empty. Every empty split is warned about, never silently refilled.
+    """
+    if not (0 <= val_fraction <= 1 and 0 <= test_fraction <= 1) or val_fraction + test_fraction > 1 + 1e-9:
+        raise ValueError(f"split fractions must be in [0, 1] and sum to <= 1 (val {val_fraction},"
+                         f" test {test_fraction})")
     keys = sorted(set(keys))
+    if seed is not None:
+        keys = [keys[i] for i in np.random.default_rng(int(seed)).permutation(len(keys))]
     n = len(keys)
-    n_test = int(round(n * test_fraction))
-    n_val = int(round(n * val_fraction))
-    if n >= 3:
-        n_test, n_val = max(1, n_test), max(1, n_val)
-        while n - n_test - n_val < 1:
-            n_val, n_test = (n_val - 1, n_test) if n_val >= n_test else (n_val, n_test - 1)
-    elif n == 2:
-        n_test, n_val = 0, 1
-    else:
-        n_test = n_val = 0
+    n_test = max(int(round(n * test_fraction)), 1 if test_fraction > 0 else 0)
+    n_val = max(int(round(n * val_fraction)), 1 if val_fraction > 0 else 0)
+    keep_train = 1 if val_fraction + test_fraction < 1 - 1e-9 else 0
+    while n_test + n_val > n - keep_train and n_test + n_val > 0:
+        if n_test >= n_val and n_test > 0:
+            n_test -= 1
+        else:
+            n_val -= 1
     out = {}
     for i, k in enumerate(keys):
         out[k] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    for split in records.SPLITS:
+        if n and split not in out.values():
+            log(f"warning: the {split} split is empty ({n} studies, val_fraction {val_fraction},"
+                f" test_fraction {test_fraction})")
     return out
 
 
@@ -438,10 +543,17 @@ def convert(
     compression: str = "",
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
+    split_seed: int | None = None,
+    strict: bool = False,
     overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Prepares `specs` into OUT_DIR (resumable; manifest.json last) and returns the manifest."""
+    """Prepares `specs` into OUT_DIR (resumable; manifest.json last) and returns the manifest.
+
+    A study that fails is logged with its hash and skipped (the manifest lists it under `skipped`, by hash and
+    problem, without paths). When every study fails, or any fails with `strict`, no manifest is written and
+    InputError is raised: fix the input and rerun to resume (the prepared studies are kept).
+    """
     out = Path(out_dir)
     compression = {"none": "", "": "", "gzip": "GZIP"}.get(str(compression).lower(), None)
     if compression is None:
@@ -463,6 +575,8 @@ def convert(
     fingerprint = {k: v for k, v in cfg.to_dict().items() if k != "allow_unregistered"}  # output-neutral
     settings = {"config": fingerprint, "compression": compression, "shard_size": shard_size,
                 "val_fraction": val_fraction, "test_fraction": test_fraction}
+    if split_seed is not None:
+        settings["split_seed"] = int(split_seed)
     work.mkdir(parents=True, exist_ok=True)
     for d in (out, work):  # temporary files of a run that was killed mid-write
         for p in d.glob(".*.tmp"):
@@ -473,15 +587,20 @@ def convert(
     todo = [s for s in specs if not _done_marker(work, s.key).exists()]
     if len(todo) < len(specs):
         log(f"resuming: {len(specs) - len(todo)} of {len(specs)} studies already prepared")
-    failures = []
+    failures, skipped = [], []
+
+    def failed(s: StudySpec, e: Exception) -> None:
+        failures.append(f"study {s.key}: {e}")
+        skipped.append({"study": s.key, "problem": e.problem if isinstance(e, InputError) else str(e)})
+        log(f"study {s.key}: FAILED: {e}")
+
     if workers <= 1 or len(todo) <= 1:
         for s in todo:
             try:
                 _prepare_and_save(s, cfg, work)
                 log(f"study {s.key}: done")
             except Exception as e:  # noqa: BLE001 - reported below, other studies are kept
-                failures.append(f"study {s.key}: {e}")
-                log(f"study {s.key}: FAILED: {e}")
+                failed(s, e)
     else:
         ctx = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
@@ -492,12 +611,16 @@ def convert(
                     fut.result()
                     log(f"study {s.key}: done")
                 except Exception as e:  # noqa: BLE001 - reported below, other studies are kept
-                    failures.append(f"study {s.key}: {e}")
-                    log(f"study {s.key}: FAILED: {e}")
-    if failures:
+                    failed(s, e)
+    if failures and (strict or len(failures) == len(specs)):
         raise InputError(out, f"{len(failures)} of {len(specs)} studies failed, no manifest written"
                               f" (fix them and rerun to resume): " + "; ".join(failures))
-    return _finish(out, sorted(keys), cfg, compression, shard_size, val_fraction, test_fraction, log)
+    if failures:
+        log(f"warning: {len(failures)} of {len(specs)} studies skipped (see the manifest's 'skipped'): "
+            + ", ".join(sorted(x["study"] for x in skipped)))
+    bad = {x["study"] for x in skipped}
+    return _finish(out, sorted(k for k in keys if k not in bad), cfg, compression, shard_size, val_fraction,
+                   test_fraction, log, split_seed=split_seed, skipped=sorted(skipped, key=lambda x: x["study"]))
 
 
 def _clear(out: Path) -> None:
@@ -533,13 +656,17 @@ def shard_layout(keys: Sequence[str], slices: dict[str, int], split_of: dict[str
 
 def build_manifest(keys: Sequence[str], summaries: dict[str, dict[str, Any]], split_of: dict[str, str],
                    splits: dict[str, dict[str, Any]], cfg: ConvertConfig, compression: str, shard_size: int,
-                   val_fraction: float, test_fraction: float, log) -> dict[str, Any]:
-    """manifest.json of a finished set from the per-study summaries and the shard layout (any runner)."""
+                   val_fraction: float, test_fraction: float, log, split_seed: int | None = None,
+                   skipped: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
+    """manifest.json of a finished set from the per-study summaries and the shard layout (any runner).
+
+    split_seed: the seed of assign_splits (None: sorted-hash order); skipped: {study, problem} of studies left out.
+    """
     keys = sorted(keys)
     first = summaries[keys[0]]
-    if len({json.dumps(summaries[k]["hr_spacing_mm"]) for k in keys}) > 1:
+    if len({tuple(round(v, 3) for v in summaries[k]["hr_spacing_mm"]) for k in keys}) > 1:  # to 1 um
         log("warning: studies have different HR voxel sizes (see studies[*].hr_spacing_mm); the manifest's"
-            " hr_spacing_mm is the first study's; pass --hr_spacing_mm to make them equal")
+            " hr_spacing_mm is the first study's; pass --hr_spacing_mm (a number, or median_pet) to make them equal")
     return {
         "schema_version": records.SCHEMA_VERSION,
         "scale": cfg.scale,
@@ -550,17 +677,20 @@ def build_manifest(keys: Sequence[str], summaries: dict[str, dict[str, Any]], sp
         "compression": compression,
         "shard_size": shard_size,
         "split_fractions": {"val": val_fraction, "test": test_fraction},
+        "split_seed": split_seed,
         "examples": sum(s["examples"] for s in splits.values()),
         "splits": splits,
         "studies": {k: {"split": split_of[k], **summaries[k]} for k in keys},
+        "skipped": list(skipped),
     }
 
 
 def _finish(out: Path, keys: list[str], cfg: ConvertConfig, compression: str, shard_size: int,
-            val_fraction: float, test_fraction: float, log) -> dict[str, Any]:
+            val_fraction: float, test_fraction: float, log, split_seed: int | None = None,
+            skipped: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
     work = out / WORK
     summaries = {k: json.loads((work / f"{k}.json").read_text()) for k in keys}
-    split_of = assign_splits(keys, val_fraction, test_fraction)
+    split_of = assign_splits(keys, val_fraction, test_fraction, split_seed, log)
     splits = shard_layout(keys, {k: s["slices"] for k, s in summaries.items()}, split_of, shard_size, compression)
     written = set()
     for split in records.SPLITS:
@@ -575,7 +705,7 @@ def _finish(out: Path, keys: list[str], cfg: ConvertConfig, compression: str, sh
         if SHARD_RE.match(p.name) and p.name not in written:
             p.unlink()
     manifest = build_manifest(keys, summaries, split_of, splits, cfg, compression, shard_size, val_fraction,
-                              test_fraction, log)
+                              test_fraction, log, split_seed=split_seed, skipped=skipped)
     write_json_atomic(out / records.MANIFEST, manifest)
     shutil.rmtree(work, ignore_errors=True)
     log(f"{out}: {manifest['examples']} slices from {len(keys)} studies; "

@@ -1,5 +1,6 @@
 """data_prep convert: phantom DICOM -> TFRecords + manifest -> pipeline, resume, splits, privacy, bad input."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pydicom
 import pytest
 import tensorflow as tf
 
+from conftest import SHARED
 from ctpet_srgan import records
 from ctpet_srgan.errors import InputError
 from ctpet_srgan.geometry import Volume, axial_affine
@@ -162,7 +164,7 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(prepared, tmp_path, 
     out = tmp_path / "set"
     cfg = cv.ConvertConfig(scale=2, seed=1)
     with pytest.raises(InputError, match="nowhere"):
-        cv.convert([specs[0], broken, specs[2]], out, cfg, shard_size=5, log=lambda s: None)
+        cv.convert([specs[0], broken, specs[2]], out, cfg, shard_size=5, strict=True, log=lambda s: None)
     assert not (out / records.MANIFEST).exists()
     assert sorted(p.name for p in (out / ".work").glob("*.examples")) == sorted(
         f"{s.key}.examples" for s in (specs[0], specs[2]))
@@ -361,3 +363,111 @@ def test_full_orientation_matrix_is_honoured(phantoms, tmp_path):
         for k in records.IMAGE_KEYS:
             np.testing.assert_allclose(ea[k].numpy()[..., 0].T, eb[k].numpy()[..., 0], atol=2e-3, rtol=1e-4)
         np.testing.assert_allclose(ea["hr_affine"].numpy()[:, [1, 0, 2, 3]], eb["hr_affine"].numpy(), atol=1e-4)
+
+
+REAL = SHARED / "data" / "real" / "ibsi_sts"
+
+
+def test_explicit_split_fractions_are_honoured_and_the_seed_permutes():
+    keys = [f"{i:016x}" for i in range(30)]
+    said = []
+    s = cv.assign_splits(keys, 0.134, 0.2, seed=0, log=said.append)
+    assert [list(s.values()).count(x) for x in ("train", "val", "test")] == [20, 4, 6] and not said
+    assert s == cv.assign_splits(list(reversed(keys)), 0.134, 0.2, seed=0, log=said.append)
+    assert s != cv.assign_splits(keys, 0.134, 0.2, log=said.append)  # hash order differs from the permutation
+    two = cv.assign_splits(keys[:2], val_fraction=0, test_fraction=1, log=said.append)
+    assert set(two.values()) == {"test"}  # as asked, not refilled into train and val
+    assert any("train split is empty" in m for m in said) and any("val split is empty" in m for m in said)
+    assert set(cv.assign_splits(keys[:2], log=lambda m: None).values()) == {"train", "val"}
+    with pytest.raises(ValueError, match="sum to <= 1"):
+        cv.assign_splits(keys, 0.6, 0.6)
+
+
+def test_a_failing_study_is_skipped_and_listed_by_hash_only(prepared, tmp_path):
+    _, _, specs = prepared
+    broken = cv.StudySpec(key=specs[1].key, ct=str(tmp_path / "nowhere_STS_007"), pet=specs[1].pet)
+    said = []
+    m = cv.convert([specs[0], broken, specs[2]], tmp_path / "set", cv.ConvertConfig(scale=2, seed=1),
+                   shard_size=5, log=said.append)
+    assert sorted(m["studies"]) == sorted([specs[0].key, specs[2].key]) and m["examples"] == 12
+    assert [x["study"] for x in m["skipped"]] == [specs[1].key] and m["skipped"][0]["problem"]
+    assert "nowhere" not in json.dumps(m) and any("1 of 3 studies skipped" in x for x in said)
+    assert m["split_seed"] is None and all(s["has_mask"] is False for s in m["studies"].values())
+
+
+def test_an_rtstruct_gives_the_tumour_mask_on_the_hr_grid(phantoms, tmp_path, capsys):
+    from test_rtstruct import _write_rtstruct
+
+    from ctpet_srgan.volume_io import read_volume
+
+    d = _one_case(phantoms, tmp_path)
+    pet = read_volume(d / "pet")
+    centre = pet.index_to_patient(np.array([15.5, 15.5, 0.0]))
+    polys = []
+    for k in (2, 3):  # a 24 mm square on PET slices 2 and 3
+        z = pet.index_to_patient(np.array([0.0, 0.0, float(k)]))[2]
+        polys.append(np.array([[centre[0] + dx, centre[1] + dy, z] for dx, dy in
+                               ((-12, -12), (12, -12), (12, 12), (-12, 12))]))
+    rs = tmp_path / "RS.dcm"
+    _write_rtstruct(rs, [(3, "GTV_Mass_test", polys)], frame=pet.meta["frame_of_reference_uid"])
+    out = tmp_path / "out"
+    assert cli(["convert", "--ct", str(d / "ct"), "--pet", str(d / "pet"), "--rtstruct", str(rs), "--out", str(out),
+                "--hr_spacing_mm", "median_pet"]) == 0
+    m = records.read_manifest(out)
+    (st,) = m["studies"].values()
+    assert st["has_mask"] is True and st["hr_spacing_mm"][:2] == [4.0, 4.0]  # median PET spacing: HR = PET grid
+    assert st["contour_volume_ml"] == pytest.approx(2 * 24 * 24 * 4.0 / 1000, rel=1e-3)
+    assert st["tumour_volume_ml"] == pytest.approx(st["contour_volume_ml"], rel=0.15)
+    exs = sorted(_records(out, m), key=lambda e: int(e["slice_index"]))
+    assert all(int(e["has_mask"]) == 1 for e in exs)
+    per_slice = [float(e["hr_mask"].sum()) for e in exs]
+    assert [k for k, v in enumerate(per_slice) if v] == [2, 3]
+    assert sum(per_slice) * 4.0 * 4.0 * 4.0 / 1000 == pytest.approx(st["tumour_volume_ml"])
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(b"junk" * 50)
+    out2 = tmp_path / "out2"
+    _cli_fails(capsys, ["convert", "--ct", str(d / "ct"), "--pet", str(d / "pet"), "--rtstruct", str(bad), "--out",
+                        str(out2)], out2, "bad.dcm")
+
+
+def test_median_pet_spacing_reads_headers(phantoms):
+    specs = cv.discover_studies(phantoms, log=lambda s: None)
+    assert cv.median_pet_spacing(specs) == pytest.approx(4.0)
+
+
+def _copy_real(tmp_path, names):
+    root = tmp_path / "real"
+    for n in names:
+        if not (REAL / n).is_dir():
+            pytest.skip(f"{REAL / n} is absent (the real IBSI studies live in ../shared)")
+        shutil.copytree(REAL / n, root / n)
+    return root
+
+
+def test_two_real_ibsi_studies_convert_with_their_tumour_masks(tmp_path):
+    root = _copy_real(tmp_path, ["STS_001", "STS_019"])  # 4.69 mm PET pixels both; 59 and 47 slices
+    specs = cv.discover_studies(root, log=lambda s: None)
+    assert len(specs) == 2 and all(s.rtstruct and s.rtstruct.endswith("PET/mask/RS.dcm") for s in specs)
+    out = tmp_path / "out"
+    assert cli(["convert", "--studies", str(root), "--out", str(out), "--hr_spacing_mm=median_pet",
+                "--no_truth_fwhm_mm=8", "--counts_per_suv=200", "--split_seed=0"]) == 0
+    m = records.read_manifest(out)
+    assert m["split_seed"] == 0 and m["skipped"] == [] and m["hr_spacing_mm"][:2] == [4.6875, 4.6875]
+    assert m["lr_spacing_mm"][:2] == [9.375, 9.375]
+    for st in m["studies"].values():
+        assert st["has_truth"] is False and st["has_mask"] is True
+        assert st["tumour_volume_ml"] == pytest.approx(st["contour_volume_ml"], rel=0.05)
+        assert st["contour_volume_ml"] > 5
+    exs = _records(out, m)
+    assert len(exs) == m["examples"] and 100 <= len(exs) <= 59 + 47  # PET slices whose centre the CT covers
+    assert all(int(e["has_truth"]) == 0 and int(e["has_mask"]) == 1 for e in exs)
+    inside = np.concatenate([e["hr_pet"][e["hr_mask"] > 0] for e in exs])
+    outside = np.concatenate([e["hr_pet"][e["hr_mask"] == 0] for e in exs])
+    assert inside.mean() > 2 * outside.mean()  # the mask sits on the FDG-avid tumour
+    for k, st in m["studies"].items():
+        n = sum(float(e["hr_mask"].sum()) for e in exs if e["study"] == k.encode())
+        assert n * 4.6875 * 4.6875 * 3.27 / 1000 == pytest.approx(st["tumour_volume_ml"], rel=1e-3)
+    blob = (out / records.MANIFEST).read_text() + "".join(p.name for p in out.iterdir())
+    assert "STS" not in blob and str(root) not in blob
+    for e in exs[:5]:
+        assert b"STS" not in e["study"]

@@ -128,8 +128,8 @@ def test_contour_volume_is_polygon_area_times_slice_spacing():
     assert rs.planar_area_mm2(_polygon(0, circle(5.0, 2000))) == pytest.approx(np.pi * 25, rel=1e-4)
 
 
-def _write_rtstruct(path, rois, modality="RTSTRUCT"):
-    """rois: list of (number, name, [polygons (N, 3)])."""
+def _write_rtstruct(path, rois, modality="RTSTRUCT", frame=None, study_uid=None):
+    """rois: list of (number, name, [polygons (N, 3)]). Returns the frame of reference UID written."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -138,8 +138,8 @@ def _write_rtstruct(path, rois, modality="RTSTRUCT"):
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
     ds.Modality = modality
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    frame = generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid or generate_uid(), generate_uid()
+    frame = frame or generate_uid()
     ds.StructureSetROISequence = Sequence()
     ds.ROIContourSequence = Sequence()
     for num, name, polys in rois:

@@ -20,6 +20,24 @@ so a correct SUVbw reader gives the SUV back. One case folder holds:
   lesions.json  [{center_mm [x, y, z] LPS, diameter_mm, uptake_ratio, kind, host}].
 All three series share one FrameOfReferenceUID; each case has its own StudyInstanceUID (deterministic
 from the seed). Case folders appear atomically (written under a temporary name, then renamed).
+
+The default world above is the one every CT edge is a PET edge in. `PhantomConfig(world="guided")` (CLI
+`--world guided`) builds a world where CT guidance can be right or wrong, on top of the same case (the default
+case's random draws are kept; the guided parts draw from their own streams, so switching one part off leaves
+the others unchanged):
+- uptake heterogeneity: a smooth random field (relative SD `heterogeneity`) on the SUV of every tissue, its own
+  field inside lesions, and necrotic (cold) cores in large lesions: PET detail the CT does not explain;
+- CT-only structures (cysts, calcifications, fat planes, contrast-filled vessels): HU only, the PET is unchanged;
+- lesions with and without a CT correlate, extra PET-only lesions in tissue, one of them straddling a CT boundary;
+- PET/CT misregistration: the CT series is written displaced against the PET (and its truth) by a small global
+  offset plus, in the thorax, a respiratory shift along y and z that peaks at the liver dome (diaphragm) and
+  fades with distance along z (Gaussian, sigma `resp_sigma_mm`): CT(p + shift(p)) shows the anatomy at p;
+- scanner variety: the clinical PET's PSF FWHM and count level are drawn per study from `psf_choices_mm` and
+  `counts_choices`.
+Its lesions.json is a dict: {world, lesions: [hot lesions], ct_only: [structures], scanner: {psf_fwhm_mm,
+counts_per_suv, truth_fwhm_mm}, misregistration: {global_shift_mm, respiratory_shift_mm, ...}}; every
+structure has structure, shape, center_mm (PET frame), diameter_mm, has_ct_correlate and shift_mm (where the CT
+shows its centre: center_mm + shift_mm). The geometry of a record is `ctpet_srgan.guidance.inside_structure`.
 """
 
 from __future__ import annotations
@@ -41,12 +59,34 @@ from ctpet_srgan.atomic import write_json_once
 from ctpet_srgan.degradation import add_count_noise, downsample_area, extra_fwhm_mm, gaussian_blur
 from ctpet_srgan.dicom_write import PetInfo, StudyInfo, write_series
 from ctpet_srgan.geometry import Volume, axial_affine
+from ctpet_srgan.guidance import inside_structure, structure_extent_mm
 
 TRUTH_DESCRIPTION = "HR PET truth"  # SeriesDescription prefix of the ground-truth PET series
 F18_HALF_LIFE_S = 6586.2
 NEMA_SPHERES_MM = (10.0, 13.0, 17.0, 22.0, 28.0, 37.0)
 NEMA_RATIO = 4.0
 NEMA_SPHERE_RING_MM = 57.2
+WORLDS = ("default", "guided")
+
+
+@dataclasses.dataclass(frozen=True)
+class GuidedOptions:
+    """Knobs of the guided world (see the module doc). Lengths in mm; counts per clinical PET voxel per SUV."""
+
+    heterogeneity: float = 0.15  # relative SD of the smooth uptake field in every tissue
+    lesion_heterogeneity: float = 0.2  # relative SD of the field inside lesions
+    texture_fwhm_mm: float = 12.0  # smoothness of both fields
+    necrosis_min_mm: float = 14.0  # lesions at least this large may get a cold core
+    ct_only: bool = True  # cysts, calcifications, fat planes, contrast vessels (HU only)
+    pet_only_lesions: int = 2  # extra hot lesions with no CT contrast; the last one straddles a CT boundary
+    ct_correlate_fraction: float = 0.5  # chance that a (non-lung) lesion has a CT correlate
+    max_global_shift_mm: float = 2.0  # |global CT offset| per axis, uniform
+    max_resp_shift_mm: float = 10.0  # respiratory shift at the diaphragm, uniform 0..max (thorax only)
+    resp_sigma_mm: float = 25.0  # how far along z from the diaphragm the respiratory shift reaches
+    global_shift_mm: tuple[float, float, float] | None = None  # fixed global offset (x, y, z) instead of random
+    resp_shift_mm: tuple[float, float] | None = None  # fixed respiratory (y, z) shift at the diaphragm
+    psf_choices_mm: tuple[float, ...] = (5.0, 6.0, 7.5)  # clinical PET FWHM, one drawn per study
+    counts_choices: tuple[float, ...] = (15.0, 40.0, 120.0)  # clinical PET counts per voxel per SUV
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +106,15 @@ class PhantomConfig:
     counts_per_suv: float = 40.0  # detected counts per clinical PET voxel per unit SUV
     ct_noise_hu: float = 8.0
     transfer_syntax: str = ExplicitVRLittleEndian
+    world: str = "default"  # "default" | "guided" (see the module doc)
+    guided: GuidedOptions = GuidedOptions()
+
+    def settings(self) -> dict[str, Any]:
+        """The settings as JSON-able dict; the default world's has no world keys (its phantom.json is unchanged)."""
+        d = dataclasses.asdict(self)
+        if self.world == "default":
+            d.pop("world"), d.pop("guided")
+        return d
 
     def block(self, spacing_mm: float) -> int:
         b = spacing_mm / self.model_mm
@@ -83,6 +132,8 @@ class PhantomConfig:
             raise ValueError("pet_spacing_mm must be a multiple of truth_spacing_mm")
         if self.pet_slices < 2:
             raise ValueError("pet_slices must be >= 2")
+        if self.world not in WORLDS:
+            raise ValueError(f"unknown phantom world {self.world!r}; expected one of {WORLDS}")
 
 
 @dataclasses.dataclass
@@ -98,6 +149,17 @@ class PhantomCase:
     study: StudyInfo
     pet_info: PetInfo
     bqml_per_suv: float  # Bq/mL of one SUV at the scan start
+    world: str = "default"
+    ct_only: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # guided world: CT-only structures
+    scanner: dict[str, Any] = dataclasses.field(default_factory=dict)  # guided world: psf_fwhm_mm, counts_per_suv
+    misregistration: dict[str, Any] = dataclasses.field(default_factory=dict)  # guided world: the CT's shift
+
+    def lesions_json(self) -> list[dict[str, Any]] | dict[str, Any]:
+        """What lesions.json holds: the lesion list (default world) or the guided world's dict (module doc)."""
+        if self.world == "default":
+            return self.lesions
+        return {"world": self.world, "lesions": self.lesions, "ct_only": self.ct_only, "scanner": self.scanner,
+                "misregistration": self.misregistration}
 
 
 # ----------------------------------------------------------------------------------------- shapes
@@ -235,12 +297,21 @@ def make_phantom_case(cfg: PhantomConfig, seed: int, case_index: int, variant: s
 
     if variant != "nema" and with_lesions:
         lesions = _place_lesions(rng, g, label, names, suv_of, _LESION_HOSTS[variant], zext, z0)
+    guided = cfg.world == "guided"
+    if guided:
+        gw = _GuidedWorld(cfg, g, seed, case_index, variant, label, names, zext, z0)
+        lesions = gw.lesions(lesions, with_lesions)
+        suv = gw.texture(suv)
     for les in lesions:  # paint lesions (spheres) on the model grid
         mask = g.ellipsoid(les["center_mm"], [les["diameter_mm"] / 2.0] * 3)
-        host_suv = suv_of[names.index(les["host"])]
+        host_suv = max(suv_of[names.index(h)] for h in les["host"].split("|"))
         suv[mask] = les["uptake_ratio"] * host_suv
-        if les["host"] == "lung":
+        if guided:
+            gw.paint_lesion(les, mask, suv, hu, host_suv)
+        elif les["host"] == "lung":
             hu[mask] = 30.0
+    if guided:
+        hu = gw.ct_only_and_shift(hu, lesions)
 
     # CT: HU block-averaged to the CT grid, plus noise
     bct = (cfg.block(cfg.ct_slice_mm), cfg.block(cfg.ct_spacing_mm), cfg.block(cfg.ct_spacing_mm))
@@ -253,9 +324,11 @@ def make_phantom_case(cfg: PhantomConfig, seed: int, case_index: int, variant: s
     box_fwhm = cfg.truth_spacing_mm * math.sqrt(8 * math.log(2) / 12.0)  # FWHM of the box average
     tsp = (cfg.truth_spacing_mm,) * 3
     truth = gaussian_blur(act, tsp, extra_fwhm_mm(cfg.truth_fwhm_mm, box_fwhm), mode="nearest")
-    clin = gaussian_blur(act, tsp, extra_fwhm_mm(cfg.pet_fwhm_mm, box_fwhm), mode="nearest")
+    scanner = gw.scanner() if guided else {}
+    pet_fwhm, counts = scanner.get("psf_fwhm_mm", cfg.pet_fwhm_mm), scanner.get("counts_per_suv", cfg.counts_per_suv)
+    clin = gaussian_blur(act, tsp, extra_fwhm_mm(pet_fwhm, box_fwhm), mode="nearest")
     r = int(round(cfg.pet_spacing_mm / cfg.truth_spacing_mm))
-    clin = add_count_noise(downsample_area(clin, (r, r, r)), cfg.counts_per_suv, rng)
+    clin = add_count_noise(downsample_area(clin, (r, r, r)), counts, rng)
     psp = (cfg.pet_spacing_mm,) * 3
 
     def aff(sp):
@@ -290,6 +363,10 @@ def make_phantom_case(cfg: PhantomConfig, seed: int, case_index: int, variant: s
         study=study,
         pet_info=pet_info,
         bqml_per_suv=bqml_per_suv,
+        world=cfg.world,
+        ct_only=gw.structures if guided else [],
+        scanner=scanner,
+        misregistration=gw.misregistration if guided else {},
     )
 
 
@@ -311,6 +388,236 @@ def _place_lesions(rng, g: _Grid, label, names, suv_of, hosts, zext, z0) -> list
     return lesions
 
 
+# ----------------------------------------------------------------------------------------- guided world
+_CT_ONLY = {  # variant: (structure, host labels, how many)
+    "thorax": (("cyst", ("liver",), 2), ("calcification", ("soft", "liver", "blood"), 3), ("fat_plane", ("soft",), 1),
+               ("vessel", ("liver", "soft"), 1)),
+    "pelvis": (("cyst", ("soft", "bowel"), 1), ("calcification", ("soft",), 3), ("fat_plane", ("soft",), 1),
+               ("vessel", ("soft",), 2)),
+    "head": (("cyst", ("brain",), 1), ("calcification", ("brain", "white"), 2), ("vessel", ("brain",), 1)),
+}
+_STREAMS = {"texture": 1, "lesions": 2, "ct_only": 3, "shift": 4, "scanner": 5, "lesion_texture": 6}
+
+
+class _GuidedWorld:
+    """The guided world's additions to one case (module doc). Each part draws from its own random stream."""
+
+    def __init__(self, cfg: PhantomConfig, g: _Grid, seed: int, case_index: int, variant: str, label, names,
+                 zext: float, z0: float):
+        self.cfg, self.o, self.g, self.variant = cfg, cfg.guided, g, variant
+        self.seed, self.case_index, self.label, self.names = seed, case_index, label, names
+        self.zext, self.z0 = zext, z0
+        self.structures: list[dict[str, Any]] = []
+        self._masks: dict[str, np.ndarray] = {}
+        self._voxels: dict[Any, tuple[np.ndarray, ...]] = {}
+        self._lesion_field = None
+        rng, o = self._rng("shift"), self.o
+        nema = variant == "nema"
+        gs = o.global_shift_mm if o.global_shift_mm is not None else (
+            (0.0, 0.0, 0.0) if nema else rng.uniform(-o.max_global_shift_mm, o.max_global_shift_mm, 3))
+        if o.resp_shift_mm is not None:
+            ry, rz = o.resp_shift_mm
+        elif variant == "thorax":
+            mag, th = rng.uniform(0.0, o.max_resp_shift_mm), rng.uniform(0.0, math.pi / 3)
+            ry, rz = mag * math.sin(th) * rng.choice([-1.0, 1.0]), mag * math.cos(th) * rng.choice([-1.0, 1.0])
+        else:
+            ry = rz = 0.0
+        liver = np.flatnonzero(np.any(label == names.index("liver"), axis=(1, 2)))
+        self.diaphragm_z = float(g.z[liver.max()]) if liver.size else None
+        self.global_shift = [round(float(v), 2) for v in gs]
+        self.resp = [0.0, round(float(ry), 2), round(float(rz), 2)] if self.diaphragm_z is not None else [0.0] * 3
+        self.misregistration = {
+            "global_shift_mm": self.global_shift, "respiratory_shift_mm": self.resp,
+            "diaphragm_z_mm": self.diaphragm_z, "resp_sigma_mm": o.resp_sigma_mm,
+            "convention": "the CT shows the PET-frame point p at p + shift(p); shift(p) = global_shift_mm + "
+                          "exp(-(z - diaphragm_z_mm)^2 / (2 resp_sigma_mm^2)) * respiratory_shift_mm",
+        }
+
+    def _rng(self, part: str) -> np.random.Generator:
+        return np.random.default_rng([int(self.seed), int(self.case_index), 20261201, _STREAMS[part]])
+
+    def _u(self, z: float) -> list[float]:
+        """The displacement field (x, y, z) mm of the CT slice at height z (mm): out(q) = model(q - u(q_z))."""
+        w = 0.0 if self.diaphragm_z is None else math.exp(-0.5 * ((z - self.diaphragm_z) / self.o.resp_sigma_mm) ** 2)
+        return [a + w * b for a, b in zip(self.global_shift, self.resp)]
+
+    def shift_at(self, z: float) -> list[float]:
+        """Where the CT shows the PET-frame point at height z (mm): the s with s = u(z + s_z), in mm."""
+        s = self._u(z)
+        for _ in range(20):  # a contraction: |du/dz| <= max_resp / (sigma sqrt(e)) < 1
+            s = self._u(z + s[2])
+        return [round(v, 2) for v in s]
+
+    def _field(self, part: str) -> np.ndarray:
+        """Smooth Gaussian random field on the model grid, mean 0, SD 1 (FWHM texture_fwhm_mm)."""
+        n = self._rng(part).standard_normal(self.g.shape).astype(np.float32)
+        f = gaussian_blur(n, (self.cfg.model_mm,) * 3, self.o.texture_fwhm_mm, mode="nearest")
+        return (f - f.mean()) / max(float(f.std()), 1e-12)
+
+    def _is(self, host: str) -> np.ndarray:
+        """Boolean mask of one label (cached)."""
+        if host not in self._masks:
+            self._masks[host] = self.label == self.names.index(host)
+        return self._masks[host]
+
+    def _pick_voxel(self, rng, mask: np.ndarray | str, margin: float) -> list[float] | None:
+        """Centre (mm) of a random voxel of `mask` (or of the label named so) at least `margin` from the z ends."""
+        key = mask if isinstance(mask, str) else id(mask)
+        if key not in self._voxels:
+            self._voxels[key] = np.nonzero(self._is(mask) if isinstance(mask, str) else mask)
+        kk, jj, ii = self._voxels[key]
+        ok = (self.g.z[kk] - self.z0 >= margin) & (self.g.z[kk] - self.z0 <= self.zext - margin)
+        if not np.any(ok):
+            return None
+        p = int(rng.choice(np.flatnonzero(ok)))
+        return [float(self.g.x[ii[p]]), float(self.g.y[jj[p]]), float(self.g.z[kk[p]])]
+
+    def lesions(self, base: list[dict[str, Any]], with_lesions: bool) -> list[dict[str, Any]]:
+        """The default case's lesions annotated (CT correlate, necrotic core), plus PET-only ones."""
+        rng, o = self._rng("lesions"), self.o
+        out = [dict(les, structure="lesion") for les in base]
+        if with_lesions and self.variant != "nema":
+            soft = [h for h in _LESION_HOSTS[self.variant] if h not in ("lung", "bone") and np.any(self._is(h))]
+            air = self.names.index("air")
+            a, b = self.label[:, :, 1:], self.label[:, :, :-1]
+            edge = np.zeros_like(self.label, bool)
+            edge[:, :, 1:] = (a != b) & (a != air) & (b != air)
+            for n in range(o.pet_only_lesions):
+                straddle = n == o.pet_only_lesions - 1
+                d_lo = min(6.0, 0.3 * self.zext)
+                d = float(np.round(rng.uniform(d_lo, max(d_lo, min(16.0, 0.4 * self.zext))), 1))
+                mask = edge if straddle else (str(rng.choice(soft)) if soft else None)
+                c = self._pick_voxel(rng, mask, d / 2 + 2) if mask is not None else None
+                if c is None:
+                    continue
+                k, j, i = (int(np.argmin(np.abs(ax - v))) for ax, v in zip((self.g.z, self.g.y, self.g.x), c[::-1]))
+                hosts = sorted({self.names[self.label[k, j, i]], self.names[self.label[k, j, max(i - 1, 0)]]}
+                               if straddle else {self.names[self.label[k, j, i]]})
+                out.append({"center_mm": c, "diameter_mm": d, "uptake_ratio": float(np.round(rng.uniform(2.5, 5.0), 2)),
+                            "kind": "sphere", "host": "|".join(hosts),
+                            "structure": "boundary_lesion" if straddle else "lesion", "pet_only": True})
+        for les in out:
+            corr = rng.random() < o.ct_correlate_fraction
+            core = rng.uniform(0.35, 0.6) * les["diameter_mm"] if rng.random() < 0.5 else 0.0
+            les["shape"] = "sphere"
+            les["has_ct_correlate"] = bool(les["host"] == "lung" or (corr and self.variant != "nema"
+                                                                      and not les.pop("pet_only", False)))
+            les.pop("pet_only", None)
+            big = les["diameter_mm"] >= o.necrosis_min_mm and self.variant != "nema"
+            les["necrotic_core_mm"] = float(np.round(core, 1)) if big else 0.0
+            les["shift_mm"] = self.shift_at(les["center_mm"][2])
+        return out
+
+    def texture(self, suv: np.ndarray) -> np.ndarray:
+        """SUV times (1 + heterogeneity * field) inside the body (not in the NEMA phantom)."""
+        if self.variant == "nema" or self.o.heterogeneity <= 0:
+            return suv
+        f = np.maximum(1.0 + self.o.heterogeneity * self._field("texture"), 0.2)
+        return np.where(self.label != self.names.index("air"), suv * f, suv).astype(np.float32)
+
+    def paint_lesion(self, les: dict[str, Any], mask: np.ndarray, suv: np.ndarray, hu: np.ndarray,
+                     host_suv: float) -> None:
+        """Texture and necrotic core of a lesion (SUV); its CT correlate, if it has one (HU)."""
+        if self.variant == "nema":
+            return
+        if self.o.lesion_heterogeneity > 0:
+            if self._lesion_field is None:
+                self._lesion_field = self._field("lesion_texture")
+            suv[mask] *= np.maximum(1.0 + self.o.lesion_heterogeneity * self._lesion_field[mask], 0.2)
+        if les["necrotic_core_mm"] > 0:
+            suv[self.g.ellipsoid(les["center_mm"], [les["necrotic_core_mm"] / 2.0] * 3)] = 0.3 * host_suv
+        if les["has_ct_correlate"]:
+            host = les["host"].split("|")[0]
+            hu[mask] = {"lung": 30.0, "bone": 250.0}.get(host, _LABELS[host][0] - 30.0)
+
+    def _block(self, rec: dict[str, Any], pad: float = 0.0):
+        """(slices into the model grid, boolean inside-mask of that block) of a structure record."""
+        r, c, g = structure_extent_mm(rec) + pad, rec["center_mm"], self.g
+        sl = tuple(slice(int(np.searchsorted(ax, v - r)), int(np.searchsorted(ax, v + r, "right")))
+                   for ax, v in ((g.z, c[2]), (g.y, c[1]), (g.x, c[0])))
+        zz, yy, xx = np.meshgrid(g.z[sl[0]], g.y[sl[1]], g.x[sl[2]], indexing="ij")
+        grown = dict(rec, diameter_mm=rec["diameter_mm"] + 2 * pad)
+        return sl, inside_structure(grown, np.stack([xx, yy, zz], -1))
+
+    def _structure(self, rng, kind: str, c: list[float]) -> dict[str, Any]:
+        u = lambda lo, hi: float(np.round(rng.uniform(lo, hi), 1))  # noqa: E731
+        rec: dict[str, Any] = {"structure": kind, "kind": kind, "center_mm": c}
+        if kind == "cyst":
+            rec.update(shape="sphere", diameter_mm=u(6.0, min(16.0, max(6.0, 0.4 * self.zext))), hu=u(0.0, 15.0))
+        elif kind == "calcification":
+            rec.update(shape="sphere", diameter_mm=u(3.0, 5.0), hu=u(800.0, 1200.0))
+        elif kind == "fat_plane":
+            a = rng.uniform(0.0, math.pi)
+            rec.update(shape="slab", diameter_mm=u(25.0, 45.0), thickness_mm=u(2.5, 4.0),
+                       normal=[round(math.cos(a), 4), round(math.sin(a), 4), 0.0], hu=-100.0)
+        else:  # vessel: a contrast-filled tube running roughly along z
+            t, p = rng.uniform(0.0, math.radians(25.0)), rng.uniform(0.0, 2 * math.pi)
+            rec.update(shape="cylinder", diameter_mm=u(4.0, 8.0), length_mm=u(30.0, 60.0), hu=u(180.0, 300.0),
+                       axis=[round(math.sin(t) * math.cos(p), 4), round(math.sin(t) * math.sin(p), 4),
+                             round(math.cos(t), 4)])
+        return rec
+
+    def ct_only_and_shift(self, hu: np.ndarray, lesions: list[dict[str, Any]]) -> np.ndarray:
+        """Paints the CT-only structures into the HU model, then displaces it by the misregistration."""
+        if self.o.ct_only and self.variant in _CT_ONLY:
+            rng = self._rng("ct_only")
+            keep_out = np.zeros(self.g.shape, bool)
+            for les in lesions:
+                sl, m = self._block({"center_mm": les["center_mm"], "diameter_mm": les["diameter_mm"]}, pad=3.0)
+                keep_out[sl] |= m
+            for kind, hosts, count in _CT_ONLY[self.variant]:
+                hosts = [h for h in hosts if np.any(self._is(h))]
+                placed = 0
+                for _ in range(30 * count if hosts else 0):
+                    if placed == count:
+                        break
+                    host = str(rng.choice(hosts))
+                    rec = self._structure(rng, kind, [0.0, 0.0, 0.0])
+                    margin = rec["diameter_mm"] / 2 + 2 if rec["shape"] == "sphere" else 2.0
+                    c = self._pick_voxel(rng, host, margin)
+                    if c is None:
+                        break
+                    rec["center_mm"] = c
+                    sl, m = self._block(rec)
+                    in_host = self._is(host)[sl][m]
+                    need = 0.9 if rec["shape"] == "sphere" else 0.8
+                    if not m.any() or keep_out[sl][m].any() or in_host.mean() < need:
+                        continue
+                    hu[sl][m] = rec["hu"]
+                    sl, m = self._block(rec, pad=3.0)  # structures stay apart: each can be found on its own
+                    keep_out[sl] |= m
+                    rec.update(host=host, has_ct_correlate=True, uptake_ratio=1.0, shift_mm=self.shift_at(c[2]))
+                    self.structures.append(rec)
+                    placed += 1
+        return self._displace(hu)
+
+    def _displace(self, hu: np.ndarray) -> np.ndarray:
+        """out(x, y, z) = hu(x - ux, y - uy, z - uz), u = _u(z): linear in z, bilinear in-plane (edges continue)."""
+        import cv2
+
+        u = np.array([self._u(float(z)) for z in self.g.z], np.float64) / self.cfg.model_mm
+        if not np.any(u):
+            return hu
+        n = hu.shape[0]
+        out = np.empty_like(hu)
+        for k in range(n):
+            f = min(max(k - u[k, 2], 0.0), n - 1.0)
+            k0 = int(math.floor(f))
+            k1, t = min(k0 + 1, n - 1), f - k0
+            s = ((1.0 - t) * hu[k0] + t * hu[k1]).astype(np.float32)
+            m = np.float32([[1, 0, u[k, 0]], [0, 1, u[k, 1]]])
+            out[k] = cv2.warpAffine(s, m, (s.shape[1], s.shape[0]), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REPLICATE)
+        return out
+
+    def scanner(self) -> dict[str, Any]:
+        """This study's clinical PET system: psf_fwhm_mm, counts_per_suv (and the truth's resolution)."""
+        rng = self._rng("scanner")
+        return {"psf_fwhm_mm": float(rng.choice(self.o.psf_choices_mm)),
+                "counts_per_suv": float(rng.choice(self.o.counts_choices)),
+                "truth_fwhm_mm": self.cfg.truth_fwhm_mm}
+
+
 # ----------------------------------------------------------------------------------------- writing
 def write_phantom_study(case: PhantomCase, out_dir: str | Path, cfg: PhantomConfig = PhantomConfig()) -> Path:
     """Writes `case` as OUT_DIR/{ct,pet,pet_truth}/*.dcm + lesions.json; the folder appears atomically."""
@@ -324,14 +631,14 @@ def write_phantom_study(case: PhantomCase, out_dir: str | Path, cfg: PhantomConf
         write_series(case.ct, tmp / "ct", study=case.study, series_number=1, series_description="CT phantom",
                      transfer_syntax=cfg.transfer_syntax, series_uid=generate_uid(entropy_srcs=ent + ["ct"]))
         for vol, sub, num, desc in (
-            (case.pet, "pet", 2, f"PET phantom ({cfg.pet_fwhm_mm:g} mm FWHM)"),
+            (case.pet, "pet", 2, f"PET phantom ({case.scanner.get('psf_fwhm_mm', cfg.pet_fwhm_mm):g} mm FWHM)"),
             (case.truth, "pet_truth", 3, f"{TRUTH_DESCRIPTION} ({cfg.truth_fwhm_mm:g} mm FWHM, noise-free)"),
         ):
             bq = Volume(vol.array * np.float32(case.bqml_per_suv), vol.affine, "PT", "BQML", {})
             write_series(bq, tmp / sub, study=case.study, series_number=num, series_description=desc,
                          pet=case.pet_info, transfer_syntax=cfg.transfer_syntax,
                          series_uid=generate_uid(entropy_srcs=ent + [sub]))
-        (tmp / "lesions.json").write_text(json.dumps(case.lesions, indent=2) + "\n")
+        (tmp / "lesions.json").write_text(json.dumps(case.lesions_json(), indent=2) + "\n")
         os.replace(tmp, out_dir)
     finally:
         if tmp.exists():
@@ -359,7 +666,7 @@ def write_phantom_studies(out_dir: str | Path, cases: int, seed: int, *, nema_ev
     Cases already present are kept (resume); a folder made with other settings is refused."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {"seed": int(seed), "nema_every": int(nema_every), "config": dataclasses.asdict(cfg)}
+    settings = {"seed": int(seed), "nema_every": int(nema_every), "config": cfg.settings()}
     marker = out_dir / "phantom.json"
     if not write_json_once(marker, settings):
         raise ValueError(f"{marker}: this folder holds phantoms made with other settings; use another --out")

@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     ph.add_argument("--counts_per_suv", type=float, default=40.0, help="clinical PET counts per voxel per SUV")
     ph.add_argument("--compress", choices=["none", "rle", "jpegls", "j2k"], default="none",
                     help="transfer syntax of the written DICOM (lossless)")
+    ph.add_argument("--world", choices=["default", "guided"], default="default",
+                    help="guided: CT can be right or wrong (heterogeneity, CT-only structures, PET-only lesions,"
+                         " misregistration, scanner variety; see data_prep/phantom.py)")
 
     cv = sub.add_parser("convert", help="prepare sharded TFRecords + manifest.json")
     cv.add_argument("--out", required=True)
@@ -89,7 +92,7 @@ def _phantom(a) -> int:
     ts = {"none": ExplicitVRLittleEndian, "rle": RLELossless, "jpegls": JPEGLSLossless, "j2k": JPEG2000Lossless}
     cfg = PhantomConfig(fov_mm=a.fov_mm, pet_slices=a.pet_slices, pet_spacing_mm=a.pet_spacing_mm,
                         ct_spacing_mm=a.ct_spacing_mm, ct_slice_mm=a.ct_slice_mm, pet_fwhm_mm=a.pet_fwhm_mm,
-                        counts_per_suv=a.counts_per_suv, transfer_syntax=ts[a.compress])
+                        counts_per_suv=a.counts_per_suv, transfer_syntax=ts[a.compress], world=a.world)
     paths = write_phantom_studies(a.out, a.cases, a.seed, nema_every=a.nema_every, cfg=cfg)
     for p, (variant, lesions) in zip(paths, case_plan(a.cases, a.nema_every)):
         print(f"{p}: {variant}{'' if lesions else ' (lesion-free)'}")

@@ -43,6 +43,12 @@ MAX_PIXELS = 1 << 26  # rows x columns of one slice (8192^2)
 PET_UNITS = ("SUVbw", "stored")
 
 
+def exception_text(e: BaseException, limit: int = 300) -> str:
+    """"Type: message" of a third-party exception on one line, at most `limit` characters."""
+    text = " ".join(f"{type(e).__name__}: {e}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def has_dicom_magic(path: str | os.PathLike) -> bool:
     """True if the file has the 128-byte preamble followed by b"DICM"."""
     try:
@@ -84,10 +90,12 @@ def _dcmread(path: Path, *, header_only: bool) -> Dataset | None:
             ds = pydicom.dcmread(f, force=not magic, **kwargs)
             for _ in ds.iterall():  # converts every raw element now, so lazy pydicom errors name this file
                 pass
-    except Exception as e:  # pydicom raises many types on corrupt input
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # pydicom raises many types on corrupt input
         if not magic and path.suffix == "":
             return None
-        raise InputError(path, f"not a readable DICOM file ({type(e).__name__}: {e})") from None
+        raise InputError(path, f"not a readable DICOM file ({exception_text(e)})") from None
     if not magic and "SOPClassUID" not in ds and "Modality" not in ds:
         if path.suffix == "":
             return None
@@ -149,12 +157,10 @@ def _blame(path: Path):
     an InputError naming `path`."""
     try:
         yield
-    except InputError:
+    except (InputError, KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
-    except (MemoryError, KeyboardInterrupt):
-        raise
-    except Exception as e:
-        raise InputError(path, f"invalid header value ({type(e).__name__}: {e})"[:400]) from None
+    except BaseException as e:  # also a decoder's pyo3 PanicException, a BaseException
+        raise InputError(path, f"invalid header value ({exception_text(e)})") from None
 
 
 def check_spacing(spacing_mm: Sequence[float], where: str | os.PathLike, what: str = "voxel spacing") -> None:
@@ -182,9 +188,14 @@ def _rescale(ds: Dataset, path: Path, required: bool) -> tuple[float, float]:
 
 def _pixels(ds: Dataset, path: Path) -> np.ndarray:
     try:
+        if str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")) == pydicom.uid.RLELossless:
+            # pydicom's own RLE decoder: pylibjpeg-rle panics (and prints a Rust backtrace) on corrupt segments
+            ds.pixel_array_options(decoding_plugin="pydicom")
         arr = ds.pixel_array
-    except Exception as e:
-        raise InputError(path, f"cannot decode pixel data ({type(e).__name__}: {e})") from None
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # decoders written in Rust panic (pyo3 PanicException is a BaseException)
+        raise InputError(path, f"cannot decode pixel data ({exception_text(e)})") from None
     if arr.ndim != 2 or arr.size == 0:
         raise InputError(path, f"expected a single grey-scale frame, got pixel array of shape {arr.shape}")
     return arr

@@ -38,7 +38,7 @@ def read_nifti(path: str | os.PathLike, modality: str | None = None, units: str 
     """
     import nibabel as nib
 
-    from ctpet_srgan.dicom_io import MAX_COORD_MM, check_spacing
+    from ctpet_srgan.dicom_io import MAX_COORD_MM, check_spacing, exception_text
 
     path = Path(path)
     modality = (modality or "").strip().upper()
@@ -71,7 +71,7 @@ def read_nifti(path: str | os.PathLike, modality: str | None = None, units: str 
     except InputError:
         raise
     except Exception as e:
-        raise InputError(path, f"not a readable NIfTI file ({type(e).__name__}: {e})"[:400]) from None
+        raise InputError(path, f"not a readable NIfTI file ({exception_text(e)})") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:

@@ -154,3 +154,28 @@ def test_documented_rest_request_matches_the_signature(tmp_path):
     assert out["sr_pet"].shape == (1, 4, 4, 1) and out["sr_ct"].shape == (1, 4, 4, 1)
     ref = keras_physical(model, inputs["pet"], inputs["ct"], "hr_ct")
     np.testing.assert_allclose(out["sr_pet"].numpy(), ref["sr_pet"], atol=1e-4)
+
+
+@pytest.mark.parametrize("which,bad,match", [
+    ("pet", np.nan, "pet has NaN or Inf values"), ("pet", np.inf, "pet has NaN or Inf values"),
+    ("ct", np.nan, "ct has NaN or Inf values"), ("ct", -np.inf, "ct has NaN or Inf values"),
+    ("pet", -5.0, "pet has values below 0 SUVbw"), ("pet", 1e30, "pet has values above 10000 SUVbw"),
+    ("ct", 1e7, "ct has values above 100000 HU"),
+])
+def test_non_finite_negative_or_implausible_values_rejected(exported, which, bad, match):
+    """One bad voxel fails the request with InvalidArgument naming the input, never NaN outputs."""
+    _, d, pet, ct, _ = exported
+    fn = tf.saved_model.load(str(d)).signatures["serving_default"]
+    inputs = {"pet": pet.copy(), "ct": ct.copy()}
+    inputs[which][1, 3, 4, 0] = bad
+    with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+        fn(pet=tf.constant(inputs["pet"]), ct=tf.constant(inputs["ct"]))
+    out = fn(pet=tf.constant(pet), ct=tf.constant(ct))  # the same signature still serves good requests
+    assert np.all(np.isfinite(out["sr_pet"].numpy()))
+
+
+def test_batch_zero_rejected_clearly(exported):
+    _, d, pet, ct, _ = exported
+    fn = tf.saved_model.load(str(d)).signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="pet: batch is 0; send at least one image"):
+        fn(pet=tf.constant(pet[:0]), ct=tf.constant(ct[:0]))

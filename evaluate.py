@@ -41,6 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max_slices", type=int, default=None, help="score only the first N slices of the split (smoke)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--dpi", type=int, default=100)
+    p.add_argument("--no_ct_ablation", action="store_true",
+                   help="skip the CT ablation (the fused model run again with a water-filled body outline as CT)")
     p.add_argument("--overwrite", action="store_true", help="replace existing results in --out")
     return p.parse_args(argv)
 
@@ -64,7 +66,8 @@ def main(argv=None) -> int:
             det_threshold_suv=a.det_threshold_suv, froc_min_suv=a.froc_min_suv,
             min_separation_mm=a.min_separation_mm, n_figures=a.n_figures, batch_size=a.batch_size,
             max_slices=a.max_slices, seed=a.seed, dpi=a.dpi, overwrite=a.overwrite,
-            model_sources={k: str(v) for k, v in paths.items()}, fused_name=a.model_name)
+            model_sources={k: str(v) for k, v in paths.items()}, fused_name=a.model_name,
+            ct_ablation=not a.no_ct_ablation)
     except (FileNotFoundError, FileExistsError, ValueError) as e:  # InputError is a ValueError
         print(str(e).splitlines()[0] if str(e) else type(e).__name__, file=sys.stderr)
         return 2

@@ -35,7 +35,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ctpet_srgan import figures, metrics, records
+from ctpet_srgan import figures, metrics, quantification, records
 from ctpet_srgan.atomic import write_bytes_atomic, write_json_atomic
 from ctpet_srgan.geometry import Volume
 
@@ -49,6 +49,23 @@ IMAGE_METRICS = ("psnr_pet", "ssim_pet", "psnr_pet_body", "ssim_pet_body",
                  "psnr_ct", "ssim_ct", "psnr_ct_body", "ssim_ct_body")
 GAIN_METRICS = ("psnr_pet", "ssim_pet", "psnr_pet_body", "ssim_pet_body", "crc_mean")
 FUSION_KEYS = ("mi_pet", "mi_ct", "ssim_pet", "ssim_ct", "qabf")
+PATIENT_KEYS = ("psnr_pet_body", "ssim_pet_body", "nrmse_pet_body")  # per-patient image quality inside the body
+TUMOUR_KEYS = ("suvmax", "suvmean", "suvpeak", "tbr")  # each also as a relative error "<key>_err" against HR
+WATER_HU, AIR_HU = 0.0, -1000.0  # the uninformative CT of the ablation: body filled with water, air outside
+ABLATION_SUFFIX = "_water_ct"
+PATIENT_CONVENTIONS = dict(
+    image="PSNR / SSIM / NRMSE of the PET inside the body (HR CT > -500 HU), per study pooled over its slices;"
+          " NRMSE = sqrt(sum (SR - HR)^2 / sum HR^2)",
+    tumour_mask="hr_mask of the records (RTSTRUCT contour on the HR grid), 3-D over the study's contiguous slices",
+    suvpeak=f"max over tumour voxel centres of the mean SUV over voxels whose centres lie within "
+            f"{quantification.SPHERE_1ML_RADIUS_MM:.4f} mm (1 cm^3 sphere, PERCIST/EARL); sphere may leave the tumour;"
+            " voxels outside the volume left out",
+    background=f"voxels {quantification.BACKGROUND_SHELL_MM[0]:g} < d <= {quantification.BACKGROUND_SHELL_MM[1]:g}"
+               " mm from the nearest tumour voxel centre (3-D, anisotropic), inside the body",
+    tbr="SUVmean(tumour) / SUVmean(background)",
+    errors="relative error (method - HR) / HR per study; medians over studies; abs_*: median of |error|",
+    targets="issue 11; PSNR targets on psnr_pet_body",
+)
 
 
 # ----------------------------------------------------------------------------- data
@@ -57,6 +74,8 @@ def _slice_record(ex: dict) -> dict:
     sl = {k: np.asarray(ex[k])[..., 0].astype(np.float32) for k in records.IMAGE_KEYS}
     sl.update(slice_index=int(ex["slice_index"]), hr_affine=np.asarray(ex["hr_affine"], float),
               has_truth=bool(ex["has_truth"]))
+    if "hr_mask" in ex and int(ex.get("has_mask", 0)):  # tumour mask on the HR grid (records with has_mask = 1)
+        sl["hr_mask"] = np.asarray(ex["hr_mask"])[..., 0] > 0.5
     return sl
 
 
@@ -70,8 +89,8 @@ def iter_studies(data_dir: str | Path, split: str = "test",
 
     Returns:
         An iterator of (study_hash, slices), slices sorted by slice_index, each a dict of 2-D float32 images
-        (hr_pet, lr_pet in SUV; hr_ct, lr_ct in HU), slice_index, hr_affine (4x4, index (i, j, 0) -> LPS mm)
-        and has_truth.
+        (hr_pet, lr_pet in SUV; hr_ct, lr_ct in HU), slice_index, hr_affine (4x4, index (i, j, 0) -> LPS mm),
+        has_truth and, where the records carry a tumour mask (has_mask = 1), hr_mask (bool [H, W]).
     """
     import tensorflow as tf
 
@@ -188,7 +207,8 @@ def place_lesions(lesions: list[dict], slices: list[dict]) -> tuple[list[list[di
 
 # ----------------------------------------------------------------------------- scoring
 def _new_acc() -> dict:
-    keys = ("pet_se", "pet_n", "pet_se_body", "pet_n_body", "ct_se", "ct_n", "ct_se_body", "ct_n_body")
+    keys = ("pet_se", "pet_n", "pet_se_body", "pet_n_body", "ct_se", "ct_n", "ct_se_body", "ct_n_body",
+            "pet_tt_body", "ct_tt_body")
     acc = {k: 0.0 for k in keys}
     acc.update(pet_ssim=[], ct_ssim=[], pet_ssim_body=[], ct_ssim_body=[], fusion=[], n_slices=0)
     return acc
@@ -206,6 +226,7 @@ def _accumulate_image(acc: dict, key: str, truth: np.ndarray, out: np.ndarray, b
         se, n = metrics.masked_mse(truth, out, body)
         acc[f"{key}_se_body"] += se
         acc[f"{key}_n_body"] += n
+        acc[f"{key}_tt_body"] += float(np.square(truth[body], dtype=np.float64).sum())
         acc[f"{key}_ssim_body"].extend(smap[metrics.crop_to_ssim_map(body)].tolist())
 
 
@@ -292,11 +313,18 @@ def _nanmean(v) -> float:
     return float(np.mean(v)) if v else float("nan")
 
 
+def _nanmedian(v) -> float:
+    """Median ignoring NaN / None (NaN when nothing is left)."""
+    v = [x for x in v if x is not None and not np.isnan(x)]
+    return float(np.median(v)) if v else float("nan")
+
+
 def study_summary(sc: dict, cfg: dict) -> dict:
     """Per-study image-quality numbers from score_study's accumulators.
 
     Returns:
-        psnr_{pet,ct}[_body] (dB), ssim_{pet,ct}[_body] and crc_mean (mean CRC over the study's lesions).
+        psnr_{pet,ct}[_body] (dB), ssim_{pet,ct}[_body], nrmse_pet_body (sqrt(sum (out - truth)^2 / sum truth^2)
+        over the study's body pixels) and crc_mean (mean CRC over the study's lesions).
     """
     a, R, ct_r = sc["acc"], cfg["pet_range_suv"], cfg["ct_range_hu"][1] - cfg["ct_range_hu"][0]
     out = {}
@@ -305,6 +333,8 @@ def study_summary(sc: dict, cfg: dict) -> dict:
             n = a[f"{key}_n{suf}"]
             out[f"psnr_{key}{suf}"] = metrics.psnr_from_mse(a[f"{key}_se{suf}"] / n, rng) if n else float("nan")
             out[f"ssim_{key}{suf}"] = _nanmean(a[f"{key}_ssim{suf}"])
+    tt = a["pet_tt_body"]
+    out["nrmse_pet_body"] = math.sqrt(a["pet_se_body"] / tt) if tt > 0 else float("nan")
     les = [row["crc"] for row in sc["lesions"]]
     out["crc_mean"] = _nanmean(les)
     return out
@@ -374,6 +404,158 @@ def fusion_gain(fused: dict, base: dict, seed: int) -> dict:
     return paired_bootstrap(fused, base, GAIN_METRICS, seed)
 
 
+# ----------------------------------------------------------------------------- tumour quantification (3-D)
+def study_spacing(slices: list[dict]) -> tuple[float, float, float] | None:
+    """Voxel size (slice, row, col) in mm of a study's stacked HR slices; None when their indices have gaps."""
+    idx = [s["slice_index"] for s in slices]
+    if idx != list(range(idx[0], idx[0] + len(idx))):
+        return None
+    i, j, k = slice_volume(slices[0]["hr_affine"]).spacing_mm
+    return (k, j, i)
+
+
+def tumour_reference(slices: list[dict]) -> dict | None:
+    """The HR side of a study's tumour quantification, shared by every method.
+
+    Args:
+        slices: the study's slices (all with hr_mask, contiguous).
+
+    Returns:
+        None when the study has no usable mask (none, empty, or slices with gaps); else mask, shell (background:
+        10-20 mm from the tumour, inside the body), spacing_mm (slice, row, col), the HR PET's tumour_stats,
+        tumour_volume_ml and n_background_voxels.
+    """
+    if not slices or not all("hr_mask" in s for s in slices):
+        return None
+    mask = np.stack([s["hr_mask"] for s in slices])
+    sp = study_spacing(slices)
+    if not mask.any() or sp is None:
+        return None
+    body = np.stack([s["hr_ct"] for s in slices]) > BODY_HU
+    shell = quantification.background_shell(mask, sp, body)
+    stats = quantification.tumour_stats(np.stack([s["hr_pet"] for s in slices]), mask, sp, shell)
+    return dict(mask=mask, shell=shell, spacing_mm=sp, stats=stats,
+                tumour_volume_ml=float(mask.sum() * np.prod(sp) / 1000.0), n_background_voxels=int(shell.sum()))
+
+
+def tumour_scores(sr_pet: np.ndarray, ref: dict) -> dict:
+    """One method's tumour numbers on a study and their relative errors against the HR PET.
+
+    Args:
+        sr_pet: [n, H, W] SR PET (SUV) of the study's slices. ref: tumour_reference's output.
+
+    Returns:
+        suvmax, suvmean, suvpeak, background_mean (SUV), tbr, and <key>_err = (method - HR) / HR for TUMOUR_KEYS.
+    """
+    st = quantification.tumour_stats(np.asarray(sr_pet, np.float64), ref["mask"], ref["spacing_mm"], ref["shell"])
+    st.update({f"{k}_err": quantification.relative_error(st[k], ref["stats"][k]) for k in TUMOUR_KEYS})
+    return st
+
+
+def water_ct(slices: list[dict]) -> np.ndarray:
+    """The uninformative CT of the ablation: the body outline (HR CT > -500 HU) filled with water, air outside.
+
+    Returns:
+        [n, H, W] float32 HU: 0 inside the body, -1000 outside.
+    """
+    ct = np.stack([s["hr_ct"] for s in slices])
+    return np.where(ct > BODY_HU, WATER_HU, AIR_HU).astype(np.float32)
+
+
+def score_image_only(pred: dict, slices: list[dict], cfg: dict) -> dict:
+    """PET image-quality accumulators of one method on a study (whole and body), without lesions or fusion."""
+    acc = _new_acc()
+    for k, s in enumerate(slices):
+        acc["n_slices"] += 1
+        _accumulate_image(acc, "pet", s["hr_pet"], pred["sr_pet"][k], s["hr_ct"] > BODY_HU, cfg["pet_range_suv"])
+    return dict(acc=acc, lesions=[], det={})
+
+
+# ----------------------------------------------------------------------------- patients, ablation, targets
+def patient_rows(sums: dict[str, dict], tumour: dict[str, dict]) -> dict[str, dict]:
+    """Per study: PATIENT_KEYS from study_summary's output and, where scored, the tumour numbers."""
+    return {h: dict({k: sums[h][k] for k in PATIENT_KEYS}, **tumour.get(h, {})) for h in sums}
+
+
+def medians(rows: dict[str, dict]) -> dict:
+    """Medians over studies (NaN ignored) of PATIENT_KEYS and the tumour numbers; |error| medians as abs_<key>_err.
+
+    Returns:
+        key -> median, plus n_studies and n_tumours (studies with tumour numbers).
+    """
+    med = _nanmedian
+    vals = list(rows.values())
+    out = {k: med([r[k] for r in vals]) for k in PATIENT_KEYS}
+    tum = [r for r in vals if "suvmax" in r]
+    for k in TUMOUR_KEYS:
+        out[k] = med([r[k] for r in tum])
+        out[f"{k}_err"] = med([r[f"{k}_err"] for r in tum])
+        out[f"abs_{k}_err"] = med([abs(r[f"{k}_err"]) for r in tum])
+    out.update(n_studies=len(vals), n_tumours=len(tum))
+    return out
+
+
+def ct_ablation(real: dict[str, dict], water: dict[str, dict], model: str, seed: int) -> dict:
+    """The fused model with its real CT against the same model with water_ct, per study.
+
+    Returns:
+        model, ablated (the water-CT entry's name), median_diff (median over studies of real - water per
+        PATIENT_KEYS), paired (mean difference with bootstrap 95% CI), and the water-CT entry's medians.
+    """
+    keys = PATIENT_KEYS + tuple(f"{k}_err" for k in TUMOUR_KEYS)
+    keys = tuple(k for k in keys if all(k in r for r in list(real.values()) + list(water.values())))
+    diffs = {k: [real[h][k] - water[h][k] for h in real if h in water] for k in keys}
+    return dict(model=model, ablated=model + ABLATION_SUFFIX, ct="body (HR CT > -500 HU) = 0 HU, outside = -1000 HU",
+                median_diff={k: _nanmedian(v) for k, v in diffs.items()},
+                paired=paired_bootstrap(real, water, keys, seed), medians=medians(water))
+
+
+TARGETS = dict(psnr_over_bicubic_db=1.5, suvmax_fraction_of_bicubic=0.5, suvmean_abs_error=0.02,
+               real_over_water_ct_db=0.3)
+
+
+def _target(name: str, value: float, limit: float | None, margin: float, met: bool | None = None) -> dict:
+    """One target row; margin > 0: met by that much, < 0: missed by that much; met None: not measurable."""
+    if met is None and np.isfinite(margin):
+        met = bool(margin >= 0)
+    return dict(target=name, value=value, limit=limit, met=met if np.isfinite(value) else None, margin=margin)
+
+
+def targets(med: dict[str, dict], gain: dict | None, ablation: dict | None, fused: str) -> list[dict]:
+    """The issue's targets on the split (medians over patients; PSNR inside the body), each met / missed with
+    its margin (in the target's units: dB, or a fraction for SUV errors).
+
+    Args:
+        med: method -> medians. gain: the fusion_gain section. ablation: the ct_ablation section. fused: model name.
+
+    Returns:
+        A list of {target, value, limit, met (True / False / None = not measurable here), margin}.
+    """
+    nan = float("nan")
+    f, b = med.get(fused, {}), med.get("bicubic", {})
+    t = TARGETS
+    d_psnr = f.get("psnr_pet_body", nan) - b.get("psnr_pet_body", nan)
+    out = [_target(f"{fused}: median PSNR (body) - bicubic's >= {t['psnr_over_bicubic_db']:g} dB", d_psnr,
+                   t["psnr_over_bicubic_db"], d_psnr - t["psnr_over_bicubic_db"])]
+    lim = t["suvmax_fraction_of_bicubic"] * b.get("abs_suvmax_err", nan)
+    v = f.get("abs_suvmax_err", nan)
+    out.append(_target(f"{fused}: median |SUVmax error| <= {t['suvmax_fraction_of_bicubic']:g} x bicubic's", v, lim,
+                       lim - v))
+    v = f.get("abs_suvmean_err", nan)
+    out.append(_target(f"{fused}: median |SUVmean error| <= {t['suvmean_abs_error']:g}", v, t["suvmean_abs_error"],
+                       t["suvmean_abs_error"] - v))
+    g = (gain or {}).get("metrics", {}).get("psnr_pet_body", {})
+    lo = (g.get("ci95") or [nan, nan])[0]
+    lo = nan if lo is None else lo
+    out.append(_target(f"{fused} - pet_only: mean PSNR (body) gain > 0 with its 95% CI above 0",
+                       g.get("mean", nan) if g.get("mean") is not None else nan, 0.0, lo,
+                       met=bool(lo > 0) if np.isfinite(lo) else None))
+    v = (ablation or {}).get("median_diff", {}).get("psnr_pet_body", nan)
+    out.append(_target(f"{fused}: real CT - water CT median PSNR (body) >= {t['real_over_water_ct_db']:g} dB", v,
+                       t["real_over_water_ct_db"], v - t["real_over_water_ct_db"]))
+    return out
+
+
 # ----------------------------------------------------------------------------- output
 def _clean(x):
     """JSON-safe copy: NaN (nothing to score) -> None, +-inf (e.g. PSNR of an exact output) -> "inf" /
@@ -398,7 +580,8 @@ def _fmt(v, nd=3) -> str:
 
 
 def _row(*cells) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
+    """A Markdown table row (a "|" inside a cell is escaped)."""
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
 
 def _md_image_quality(m: dict) -> list[str]:
@@ -448,6 +631,59 @@ def _md_fusion(m: dict, gain: dict | None) -> list[str]:
     return lines
 
 
+def _pct(v) -> str:
+    """A relative error as a signed percentage ("n/a" when missing)."""
+    return "n/a" if v is None or isinstance(v, str) else f"{100 * v:+.1f}%"
+
+
+def _md_patients(p: dict) -> list[str]:
+    """Per-patient table (image quality inside the body, tumour errors) and the summary of medians."""
+    lines = ["", "## Per patient (PET inside the body; tumour errors relative to the HR PET)", "",
+             "| study | method | PSNR (dB) | SSIM | NRMSE | SUVmax err | SUVmean err | SUVpeak err | TBR err |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    studies = sorted({h for rows in p["per_study"].values() for h in rows})
+    for h in studies:
+        for m, rows in p["per_study"].items():
+            r = rows.get(h)
+            if r is not None:
+                lines.append(_row(h, m, _fmt(r["psnr_pet_body"], 2), _fmt(r["ssim_pet_body"], 4),
+                                  _fmt(r["nrmse_pet_body"], 4), *[_pct(r.get(f"{k}_err")) for k in TUMOUR_KEYS]))
+    if p["reference"]:
+        lines += ["", "HR PET (the reference): tumour volume, SUVmax / SUVmean / SUVpeak, background mean, TBR", "",
+                  "| study | volume (mL) | SUVmax | SUVmean | SUVpeak | background | TBR |",
+                  "|---|---|---|---|---|---|---|"]
+        for h, r in sorted(p["reference"].items()):
+            lines.append(_row(h, _fmt(r["tumour_volume_ml"], 1), _fmt(r["suvmax"], 2), _fmt(r["suvmean"], 2),
+                              _fmt(r["suvpeak"], 2), _fmt(r["background_mean"], 2), _fmt(r["tbr"], 2)))
+    lines += ["", f"## Summary (medians over patients; {p['n_studies_with_tumour_mask']} with a tumour mask)", "",
+              "| method | PSNR (dB) | SSIM | NRMSE | \\|SUVmax err\\| | \\|SUVmean err\\| | \\|SUVpeak err\\|"
+              " | \\|TBR err\\| | patients |", "|---|---|---|---|---|---|---|---|---|"]
+    for m, r in p["median"].items():
+        lines.append(_row(m, _fmt(r["psnr_pet_body"], 2), _fmt(r["ssim_pet_body"], 4), _fmt(r["nrmse_pet_body"], 4),
+                          *[_pct(r[f"abs_{k}_err"]).lstrip("+") for k in TUMOUR_KEYS], r["n_studies"]))
+    return lines
+
+
+def _md_ablation(a: dict | None) -> list[str]:
+    if not a:
+        return []
+    lines = ["", f"## CT ablation ({a['model']} with its real CT minus the same model with an uninformative CT:"
+             f" {a['ct']})", "", "| metric | median difference | mean difference | 95% CI | patients |",
+             "|---|---|---|---|---|"]
+    for k, v in a["paired"].items():
+        lines.append(_row(k, _fmt(a["median_diff"][k], 4), _fmt(v["mean"], 4),
+                          f"[{_fmt(v['ci95'][0], 4)}, {_fmt(v['ci95'][1], 4)}]", v["n_studies"]))
+    return lines
+
+
+def _md_targets(rows: list[dict]) -> list[str]:
+    lines = ["", "## Targets (issue 11)", "", "| target | value | limit | result | margin |", "|---|---|---|---|---|"]
+    for t in rows:
+        res = {True: "met", False: "missed", None: "not measurable"}[t["met"]]
+        lines.append(_row(t["target"], _fmt(t["value"], 4), _fmt(t["limit"], 4), res, _fmt(t["margin"], 4)))
+    return lines
+
+
 def results_markdown(res: dict) -> str:
     """The Markdown report: image quality, lesions, detection, fusion, fusion gain, figures."""
     m, d, st = res["methods"], res["data"], res["settings"]
@@ -463,6 +699,9 @@ def results_markdown(res: dict) -> str:
         "",
     ]
     lines += _md_image_quality(m) + _md_lesions(m, st) + _md_fusion(m, res.get("fusion_gain"))
+    if res.get("patients"):
+        lines += _md_patients(res["patients"]) + _md_ablation(res.get("ct_ablation"))
+        lines += _md_targets(res.get("targets") or [])
     lines += ["", "## Figures", ""] + [f"![{p}]({p})" for p in res.get("figures", [])]
     return "\n".join(lines) + "\n"
 
@@ -506,13 +745,19 @@ def _check_scale(manifest: dict, models: dict[str, Any], data_dir) -> int:
     return scale
 
 
-def _figure_slice(slices: list[dict], per_slice: list[list[dict]], preds: dict) -> dict:
-    """The slice to draw for a study: the centre slice of its largest scored lesion, else its middle slice."""
+def _figure_slice(slices: list[dict], per_slice: list[list[dict]], preds: dict, ref: dict | None) -> dict:
+    """The slice to draw for a study: the centre slice of its largest scored lesion, else (with a tumour mask) the
+    slice with the largest tumour area, else its middle slice."""
     cands = [(les["diameter_mm"], k, les) for k, ls in enumerate(per_slice) for les in ls if les["scored"]]
     _, k, les = max(cands, key=lambda c: c[0]) if cands else (0, len(slices) // 2, None)
+    if not cands and ref is not None:
+        k = int(np.argmax(ref["mask"].sum(axis=(1, 2))))
     s = slices[k]
-    return dict(lr_pet=s["lr_pet"], hr_pet=s["hr_pet"], hr_ct=s["hr_ct"], lesion=les,
-                spacing_mm=spacing_rc(s["hr_affine"]), preds={m: p["sr_pet"][k] for m, p in preds.items()})
+    fs = dict(lr_pet=s["lr_pet"], hr_pet=s["hr_pet"], hr_ct=s["hr_ct"], lesion=les,
+              spacing_mm=spacing_rc(s["hr_affine"]), preds={m: p["sr_pet"][k] for m, p in preds.items()})
+    if ref is not None:
+        fs["hr_mask"] = ref["mask"][k]
+    return fs
 
 
 def _new_data_record(split: str, scale: int) -> dict:
@@ -520,41 +765,83 @@ def _new_data_record(split: str, scale: int) -> dict:
                 n_lesions=0, n_lesions_outside_slices=0, n_lesion_free_studies=0)
 
 
+def _count_study(data: dict, slices: list[dict], per_slice: list[list[dict]], missing: int, with_truth: bool,
+                 lesions: list) -> None:
+    data["n_studies"] += 1
+    data["n_slices"] += len(slices)
+    if with_truth:
+        data["n_studies_with_truth"] += 1
+        data["n_slices_with_truth"] += len(slices)
+        data["n_lesions"] += sum(les["scored"] for ls in per_slice for les in ls)
+        data["n_lesions_outside_slices"] += missing
+        data["n_lesion_free_studies"] += int(not lesions)
+
+
 def score_split(data_dir, manifest: dict, methods: dict[str, Any], cfg: dict, *, split: str, batch_size: int,
-                max_slices: int | None, n_figures: int) -> tuple[dict, dict, list[dict]]:
+                max_slices: int | None, n_figures: int, ablate: str | None = None) -> dict:
     """Runs and scores every method on every study of the split.
 
+    Args:
+        ablate: a model among `methods` also run with water_ct instead of the real CT (the CT ablation).
+
     Returns:
-        (data counts, method -> study -> score_study output, figure slices).
+        data (counts), per_method (method -> study -> score_study output), tumour (method -> study ->
+        tumour_scores), references (study -> HR tumour numbers), ablation (study -> score_image_only output,
+        and "tumour") and fig_slices.
     """
     scale = int(manifest["scale"])
-    per_method: dict[str, dict[str, dict]] = {m: {} for m in methods}
-    data = _new_data_record(split, scale)
-    fig_slices: list[dict] = []
+    st = dict(data=_new_data_record(split, scale), per_method={m: {} for m in methods},
+              tumour={m: {} for m in methods}, references={}, ablation={}, ablation_tumour={}, fig_slices=[])
     for h, slices in iter_studies(data_dir, split, max_slices):
         info = manifest["studies"].get(h, {})
         with_truth = bool(info.get("has_truth", slices[0]["has_truth"]))
         lesions = info.get("lesions") or []
         per_slice, missing = place_lesions(lesions, slices) if with_truth else ([[] for _ in slices], 0)
-        data["n_studies"] += 1
-        data["n_slices"] += len(slices)
-        if with_truth:
-            data["n_studies_with_truth"] += 1
-            data["n_slices_with_truth"] += len(slices)
-            data["n_lesions"] += sum(les["scored"] for ls in per_slice for les in ls)
-            data["n_lesions_outside_slices"] += missing
-            data["n_lesion_free_studies"] += int(not lesions)
+        _count_study(st["data"], slices, per_slice, missing, with_truth, lesions)
         preds = {m: run_method(p, slices, scale, batch_size) for m, p in methods.items()}
         for k, s in enumerate(slices):
             s["bicubic_pet"] = preds["bicubic"]["sr_pet"][k]
+        ref = tumour_reference(slices)
         for m in methods:
-            per_method[m][h] = score_study(preds[m], slices, per_slice, cfg, with_truth=with_truth,
-                                           lesion_free=with_truth and not lesions)
-        if len(fig_slices) < n_figures:
-            fig_slices.append(_figure_slice(slices, per_slice, preds))
-    if data["n_studies"] == 0:
+            st["per_method"][m][h] = score_study(preds[m], slices, per_slice, cfg, with_truth=with_truth,
+                                                 lesion_free=with_truth and not lesions)
+            if ref is not None:
+                st["tumour"][m][h] = tumour_scores(preds[m]["sr_pet"], ref)
+        if ref is not None:
+            st["references"][h] = dict(ref["stats"], tumour_volume_ml=ref["tumour_volume_ml"],
+                                       n_background_voxels=ref["n_background_voxels"], slices=len(slices))
+        if ablate is not None:
+            water = run_method(methods[ablate], slices, scale, batch_size, ct_hu=water_ct(slices))
+            st["ablation"][h] = score_image_only(water, slices, cfg)
+            if ref is not None:
+                st["ablation_tumour"][h] = tumour_scores(water["sr_pet"], ref)
+        if len(st["fig_slices"]) < n_figures:
+            st["fig_slices"].append(_figure_slice(slices, per_slice, preds, ref))
+    if st["data"]["n_studies"] == 0:
         raise ValueError(f"{data_dir}: split {split!r} has no slices")
-    return data, per_method, fig_slices
+    return st
+
+
+def patients_section(st: dict, sums: dict[str, dict], cfg: dict, fused: str, seed: int) -> tuple[dict, dict | None]:
+    """The per-patient tables, their medians and the CT ablation.
+
+    Args:
+        st: score_split's output. sums: method -> study -> study_summary. cfg: scoring settings.
+        fused: the CT-guided model's name. seed: bootstrap seed.
+
+    Returns:
+        ({"per_study": method -> study -> row, "median": method -> medians, "reference": study -> HR numbers},
+        the ct_ablation section or None).
+    """
+    rows = {m: patient_rows(sums[m], st["tumour"][m]) for m in sums}
+    patients = dict(conventions=PATIENT_CONVENTIONS, n_studies_with_tumour_mask=len(st["references"]),
+                    per_study=rows, median={m: medians(r) for m, r in rows.items()}, reference=st["references"])
+    if not st["ablation"] or fused not in rows:
+        return patients, None
+    water = patient_rows({h: study_summary(sc, cfg) for h, sc in st["ablation"].items()}, st["ablation_tumour"])
+    abl = ct_ablation(rows[fused], water, fused, seed)
+    abl["per_study"] = water
+    return patients, abl
 
 
 def evaluate(
@@ -576,6 +863,7 @@ def evaluate(
     overwrite: bool = False,
     model_sources: dict[str, str] | None = None,
     fused_name: str = FUSED,
+    ct_ablation: bool = True,
 ) -> dict:
     """Runs the baselines and `models` on the same slices and writes results.json, results.md and figures.
 
@@ -586,7 +874,8 @@ def evaluate(
         neighbourhood (mm). n_figures: slices drawn. batch_size: slices per model call. max_slices: smoke runs.
         seed: bootstrap seed. dpi: figure resolution. overwrite: replace existing results.
         model_sources: name -> where the model was read (recorded). fused_name: the CT-guided model; the fusion
-        gain is it minus "pet_only" when both are among `models`.
+        gain is it minus "pet_only" when both are among `models`. ct_ablation: also run `fused_name` (when it takes
+        a CT) with water_ct, to measure what its CT contributes.
 
     Returns:
         The results dict also written to OUT/results.json (None for NaN, "inf" for infinite numbers).
@@ -599,19 +888,22 @@ def evaluate(
     cfg = scoring_config(pet_range_suv, ct_range_hu, det_threshold_suv, froc_min_suv, min_separation_mm)
     methods: dict[str, Any] = dict(BASELINES)
     methods.update(models)
-    data, per_method, fig_slices = score_split(data_dir, manifest, methods, cfg, split=split, batch_size=batch_size,
-                                               max_slices=max_slices, n_figures=n_figures)
-    results_methods = {m: summarize_method(per_method[m], cfg) for m in methods}
+    ablate = fused_name if ct_ablation and getattr(models.get(fused_name), "ct_input", None) is not None else None
+    st = score_split(data_dir, manifest, methods, cfg, split=split, batch_size=batch_size, max_slices=max_slices,
+                     n_figures=n_figures, ablate=ablate)
+    results_methods = {m: summarize_method(st["per_method"][m], cfg) for m in methods}
+    sums = {m: r.pop("_per_study") for m, r in results_methods.items()}
     gain = None
     if fused_name in models and PET_ONLY in models and fused_name != PET_ONLY:
-        gain = dict(fused=fused_name, baseline=PET_ONLY, metrics=fusion_gain(
-            results_methods[fused_name]["_per_study"], results_methods[PET_ONLY]["_per_study"], seed))
-    for r in results_methods.values():
-        r.pop("_per_study")
-    results = dict(schema="ctpet-srgan/evaluate/1", data=data, settings=settings_record(cfg, seed),
+        gain = dict(fused=fused_name, baseline=PET_ONLY, metrics=fusion_gain(sums[fused_name], sums[PET_ONLY], seed))
+    results = dict(schema="ctpet-srgan/evaluate/1", data=st["data"], settings=settings_record(cfg, seed),
                    methods=results_methods, models=model_sources or {}, fusion_gain=gain)
-    results["figures"] = (figures.write_figures(out_dir, fig_slices, results_methods, dpi, pet_range_suv, fused_name)
-                          if n_figures > 0 else [])
+    results["figures"] = (figures.write_figures(out_dir, st["fig_slices"], results_methods, dpi, pet_range_suv,
+                                                fused_name) if n_figures > 0 else [])
+    patients, ablation = patients_section(st, sums, cfg, fused_name, seed)
+    results.update(patients=patients, ct_ablation=ablation,
+                   targets=targets(patients["median"], gain, ablation, fused_name))
+    # guidance (issue 12): CT-guidance safety metrics from ctpet_srgan.guidance join here as results["guidance"].
     results = _clean(results)
     write_bytes_atomic(out_dir / "results.md", results_markdown(results).encode())
     write_json_atomic(out_dir / "results.json", results)  # last: its presence means the evaluation finished

@@ -222,3 +222,99 @@ def test_library_sets_no_environment_variable_at_import():
     env = {k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ----------------------------------------------------------------------------- real-data style: tumour masks
+TUM_NSL, TUM_R, TUM_UPTAKE = 9, 8.0, 4.0  # 9 slices of 2 mm; an 8 mm radius tumour of 4 SUV in a 1 SUV body
+
+
+def _tumour_slice(k, shift_mm):
+    z = ORIGIN[2] + SP * k
+    aff = axial_affine((ORIGIN[0], ORIGIN[1], z), (SP, SP, SP))
+    jj, ii = np.mgrid[:HR, :HR]
+    x, y = ORIGIN[0] + SP * ii, ORIGIN[1] + SP * jj
+    body = x**2 + y**2 <= 40.0**2
+    ct = np.where(body, 40.0, -1000.0) + np.where(body & (x**2 + y**2 >= 34.0**2), 660.0, 0.0)  # soft tissue, bone
+    tumour = (x - shift_mm) ** 2 + y**2 + (z - SP * (TUM_NSL // 2)) ** 2 <= TUM_R**2
+    pet = np.where(tumour, TUM_UPTAKE, np.where(body, 1.0, 0.0))
+    lr = lambda a: a.reshape(HR // SCALE, SCALE, HR // SCALE, SCALE).mean(axis=(1, 3))  # noqa: E731
+    return dict(hr_pet=pet, hr_ct=ct, lr_pet=lr(pet), lr_ct=lr(ct), hr_affine=aff), tumour
+
+
+def write_tumour_set(out):
+    """Test split of two 'patients' (HR = clinical PET, has_truth 0) with tumour masks, 0 and 6 mm off centre."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = [records.study_hash(f"1.2.9.{n}") for n in range(2)]
+    fname = "test-00000-of-00001.tfrecord"
+    studies = {}
+    with tf.io.TFRecordWriter(str(out / fname)) as w:
+        for h, shift in zip(names, (0.0, 6.0)):
+            for k in range(TUM_NSL):
+                s, tumour = _tumour_slice(k, shift)
+                w.write(records.serialize_example(scale=SCALE, study=h, slice_index=k, has_truth=False,
+                                                  hr_mask=tumour, **s))
+            studies[h] = dict(split="test", slices=TUM_NSL, hr_shape=[HR, HR], has_truth=False, has_mask=True,
+                              lesions=[])
+    empty = {"studies": [], "examples": 0, "shards": []}
+    write_json_atomic(out / records.MANIFEST, dict(
+        schema_version=records.SCHEMA_VERSION, scale=SCALE, hr_spacing_mm=[SP, SP, SP],
+        lr_spacing_mm=[SP * SCALE, SP * SCALE, SP], normalization=DEFAULT.to_dict(), degradation={}, compression="",
+        splits={"train": empty, "val": empty, "test": {"studies": names, "examples": 2 * TUM_NSL,
+                                                       "shards": [{"file": fname, "examples": 2 * TUM_NSL}]}},
+        studies=studies))
+    return names
+
+
+class CtAware(Oracle):
+    """HR truth + 0.1 SUV with the real CT, + 0.3 SUV when the CT is only a water-filled outline."""
+
+    def predict(self, lr_pet, ct_hu=None, *, batch_size=8):
+        pet = np.stack([self.table[x.astype(np.float32).tobytes()][0] for x in lr_pet])
+        water = ct_hu is not None and set(np.unique(ct_hu)) <= {0.0, -1000.0}
+        return {"sr_pet": (pet + (0.3 if water else 0.1)).astype(np.float32)}
+
+
+def test_tumour_quantification_ablation_and_targets(tmp_path):
+    d = tmp_path / "tumour_set"
+    names = write_tumour_set(d)
+    models = {"fused_srgan": CtAware(d), "pet_only": Oracle(d, ct_input=None)}  # pet_only: + 0.1 SUV as well
+    models["fused_srgan"].scale = SCALE
+    res = evaluation.evaluate(d, tmp_path / "out", models, n_figures=1)
+    p = res["patients"]
+    assert p["n_studies_with_tumour_mask"] == 2 and set(p["reference"]) == set(names)
+    ref = p["reference"][names[0]]
+    assert ref["suvmax"] == ref["suvmean"] == pytest.approx(TUM_UPTAKE)
+    assert ref["suvpeak"] == pytest.approx(TUM_UPTAKE)  # the 1 mL sphere fits inside the 8 mm tumour
+    assert ref["background_mean"] == pytest.approx(1.0) and ref["tbr"] == pytest.approx(TUM_UPTAKE)
+    assert ref["tumour_volume_ml"] == pytest.approx(4 / 3 * math.pi * TUM_R**3 / 1000, rel=0.1)
+    row = p["per_study"]["fused_srgan"][names[1]]
+    for key in ("suvmax", "suvmean", "suvpeak"):
+        assert row[f"{key}_err"] == pytest.approx(0.1 / TUM_UPTAKE)
+    assert row["tbr_err"] == pytest.approx((4.1 / 1.1) / 4.0 - 1)
+    assert row["psnr_pet_body"] == pytest.approx(20 * math.log10(10 / 0.1), abs=1e-3)
+    assert row["nrmse_pet_body"] > 0
+    med = p["median"]["fused_srgan"]
+    assert med["abs_suvmean_err"] == pytest.approx(0.025) and med["n_tumours"] == 2
+    assert p["median"]["bicubic"]["abs_suvmax_err"] > med["abs_suvmax_err"]  # bicubic blurs the tumour's edge
+    # the ablation: the same model with a water CT is 0.3 SUV off instead of 0.1: 20 log10(3) dB worse
+    a = res["ct_ablation"]
+    assert a["ablated"] == "fused_srgan_water_ct"
+    assert a["median_diff"]["psnr_pet_body"] == pytest.approx(20 * math.log10(3), abs=1e-3)
+    assert a["paired"]["psnr_pet_body"]["n_studies"] == 2
+    t = {row["target"].split(":")[1].strip()[:18]: row for row in res["targets"]}
+    assert t["real CT - water CT"]["met"] is True
+    assert t["real CT - water CT"]["margin"] == pytest.approx(20 * math.log10(3) - 0.3, abs=1e-3)
+    assert t["median |SUVmean er"]["met"] is False and t["median |SUVmean er"]["margin"] == pytest.approx(-0.005, abs=1e-6)
+    gain = [row for row in res["targets"] if "pet_only" in row["target"]][0]
+    assert gain["met"] is False and gain["value"] == pytest.approx(0.0, abs=1e-6)  # same error as pet_only: no gain
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "## Per patient" in md and "## CT ablation" in md and "| missed |" in md and "| met |" in md
+    assert (tmp_path / "out" / "figures" / "slice_0.png").exists()
+
+
+def test_studies_without_masks_have_no_tumour_numbers(phantom_dir, tmp_path):
+    res = evaluation.evaluate(phantom_dir, tmp_path / "out", {"fused_srgan": Oracle(phantom_dir)}, n_figures=0)
+    assert res["patients"]["n_studies_with_tumour_mask"] == 0 and res["patients"]["reference"] == {}
+    assert all("suvmax_err" not in r for r in res["patients"]["per_study"]["fused_srgan"].values())
+    assert res["patients"]["median"]["fused_srgan"]["abs_suvmax_err"] is None
+    assert [t["met"] for t in res["targets"]][1:4] == [None, None, None]  # no tumours, no pet_only: not measurable

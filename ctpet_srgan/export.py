@@ -29,7 +29,7 @@ CT_INPUT_OF_MODE = {"s2d": "hr", "lr": "lr", "none": None}
 PET_RANGE_SUV = (0.0, 1e4)  # activity is non-negative; SUV beyond 1e4 is Bq/mL or a corrupt request
 CT_RANGE_HU = (-1e4, 1e5)  # metal reaches a few 10^4 HU; beyond is not HU
 _META_KEYS = ("scale", "hr_spacing_mm", "lr_spacing_mm", "normalization", "data_dir", "steps", "git_commit", "vgg",
-              "generator", "demo", "label")
+              "generator", "demo", "label", "bundled", "clinical_use", "trained_on")
 
 
 def build_serving_module(model, normalization: Normalization, scale: int, ct_input: str | None):

@@ -2,8 +2,9 @@
 
 `load_predictor(path)` accepts a model directory written by train_keras.py (run_config.json beside
 best_generator.keras / generator.keras, or only ckpt/), a `.keras` file beside a run_config.json, a
-SavedModel export (a version folder, or its parent: the highest integer version is taken), or None for
-the bundled phantom-trained demo model (not for clinical use).
+SavedModel export (a version folder, or its parent: the highest integer version is taken), a bundled model by
+name (`bundled:demo`, the phantom-trained demo model; `bundled:real`, trained on 20 IBSI STS patients; both not
+for clinical use), or None for `bundled:demo`.
 
 `Predictor.predict` runs 2-D slices in batches and, for slices larger than `tile` LR pixels, in
 overlapping tiles whose overlap is cropped (seams cut mid-band), so memory stays bounded whatever the
@@ -26,6 +27,9 @@ from ctpet_srgan.normalization import Normalization
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "demo_model"
 DEMO_LABEL = "phantom-trained demo model, not for clinical use"
+REAL_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "real_model"
+REAL_LABEL = "trained on 20 IBSI STS patients, research use only, not for clinical use"
+BUNDLED = {"demo": DEMO_MODEL_DIR, "real": REAL_MODEL_DIR}  # `--model bundled:NAME`
 _CT_INPUT = {"s2d": "hr", "lr": "lr", "none": None}
 
 # raw(pet_suv [B,h,w,1] float32, ct_hu [B,H,W,1] | [B,h,w,1] | None) -> (sr_pet SUV, sr_ct HU | None), [B,H,W,1]
@@ -217,14 +221,24 @@ def load_predictor(path: str | Path | None = None) -> Predictor:
     return predictor_from_keras(model, cfg, source)
 
 
+def bundled_model_dir(name: str) -> Path:
+    """The folder of the bundled model `name` ("demo" or "real"), checked to hold one."""
+    if name not in BUNDLED:
+        raise ValueError(f"bundled:{name}: no such bundled model (have: {', '.join('bundled:' + n for n in BUNDLED)})")
+    path = BUNDLED[name]
+    if not (path / "run_config.json").exists():
+        raise FileNotFoundError(
+            f"{path}: the bundled {name} model is missing; build it with "
+            f"`python tools/bundle_demo_model.py --name {name} --model_dir RUN_DIR` or pass --model"
+        )
+    return path
+
+
 def _resolve(path: str | Path | None) -> Path:
     if path is None:
-        path = DEMO_MODEL_DIR
-        if not (path / "run_config.json").exists():
-            raise FileNotFoundError(
-                f"{path}: the bundled demo model is missing; build it with "
-                "`python tools/bundle_demo_model.py --model_dir RUN_DIR` or pass --model"
-            )
+        path = "bundled:demo"
+    if isinstance(path, str) and path.startswith("bundled:"):
+        return bundled_model_dir(path.split(":", 1)[1])
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model file or folder")

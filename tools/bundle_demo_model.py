@@ -1,10 +1,13 @@
-"""Copies a trained model into ctpet_srgan/assets/demo_model/ as the bundled demo model.
+"""Copies a trained model into the package as a bundled model (`--model bundled:NAME` everywhere a model is taken).
 
-  python tools/bundle_demo_model.py --model_dir runs/demo [--scores_json runs/demo/eval.json]
+  python tools/bundle_demo_model.py --model_dir runs/demo [--scores_json runs/demo/eval.json]      # bundled:demo
+  python tools/bundle_demo_model.py --name real --model_dir runs/real --command "..."              # bundled:real
 
-Takes best_generator.keras (else generator.keras) and run_config.json from --model_dir, labels the copy
-"phantom-trained demo model, not for clinical use" (run_config.json: demo=true, label, clinical_use=false),
-checks that it loads with safe_mode=True and is at most --max_mb, and replaces the assets folder atomically.
+Takes best_generator.keras (else generator.keras) and run_config.json from --model_dir, labels the copy (demo:
+"phantom-trained demo model, not for clinical use"; real: "trained on 20 IBSI STS patients, research use only, not
+for clinical use"; run_config.json: demo, bundled, label, clinical_use=false, trained_on: what the model saw, from
+the manifest of its data set when that is at hand), checks that it loads with safe_mode=True and is at most --max_mb,
+and replaces ctpet_srgan/assets/<name>_model/ atomically.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from absl import app, flags
 
@@ -22,17 +26,59 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 F = flags.FLAGS
-from ctpet_srgan.inference import DEMO_LABEL as LABEL  # noqa: E402
+from ctpet_srgan.inference import BUNDLED, DEMO_LABEL, REAL_LABEL  # noqa: E402
+
+LABEL = DEMO_LABEL  # kept for callers of the demo-only version
+KINDS: dict[str, dict[str, str]] = {
+    "demo": {"label": DEMO_LABEL, "title": "Bundled demo model",
+             "what": "Trained on synthetic phantoms only; its outputs say nothing about real patients.",
+             "data": "synthetic PET/CT phantoms (python -m data_prep phantom)", "scores_of": "held-out phantom studies"},
+    "real": {"label": REAL_LABEL, "title": "Bundled real-patient model",
+             "what": "Trained on the 20 training studies of the IBSI soft-tissue-sarcoma FDG PET/CT set (TCIA"
+                     " Soft-tissue-Sarcoma, Vallieres et al. 2015, as prepared by the IBSI; CC BY 3.0). The HR target"
+                     " was the clinical PET itself (no truth exists): the model learned to undo the documented"
+                     " degradation of a clinical PET, not to exceed the scanner. Research use only; not for clinical"
+                     " use.",
+             "data": "IBSI soft-tissue-sarcoma FDG PET/CT (GE Discovery ST), 30 patients, train split",
+             "scores_of": "the real test split"},
+}
 
 
-def bundle(model_dir: Path, dest: Path, *, scores: dict | None = None, command: str | None = None,
-           max_mb: float = 8.0) -> Path:
-    """Copies, labels and checks the demo model; returns `dest`."""
+def trained_on(cfg: dict[str, Any], kind: str) -> dict[str, Any]:
+    """What the model was trained on: the data description, and from the set's manifest (when it is at hand) the
+    split sizes, split seed, grids and degradation."""
+    out: dict[str, Any] = {"data": KINDS[kind]["data"]}
+    data_dir = Path(str(cfg.get("data_dir", "")))
+    if not data_dir.is_absolute():
+        data_dir = ROOT / data_dir
+    try:
+        m = json.loads((data_dir / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return out
+    out.update({f"{s}_studies": len(m["splits"][s]["studies"]) for s in ("train", "val", "test") if s in m["splits"]})
+    out.update(split_seed=m.get("split_seed"), degradation=m.get("degradation"),
+               hr_spacing_mm=m.get("hr_spacing_mm"), lr_spacing_mm=m.get("lr_spacing_mm"),
+               with_tumour_masks=sum(bool(s.get("has_mask")) for s in m.get("studies", {}).values()))
+    return out
+
+
+def bundle(model_dir: Path, dest: Path | None = None, *, name: str = "demo", scores: dict | None = None,
+           command: str | None = None, max_mb: float = 8.0) -> Path:
+    """Copies, labels and checks a trained model as the bundled model `name`; returns its folder.
+
+    Args:
+      model_dir: a train_keras.py run folder. dest: default ctpet_srgan/assets/<name>_model. name: "demo" | "real".
+      scores: optional evaluation scores to record; command: the training command to record; max_mb: size limit.
+    """
     import keras
 
     import ctpet_srgan.models  # noqa: F401 (registers the custom layers)
     from ctpet_srgan.atomic import replace_dir, write_json_atomic
 
+    if name not in KINDS:
+        raise ValueError(f"--name must be one of {sorted(KINDS)}, not {name!r}")
+    kind = KINDS[name]
+    dest = Path(dest) if dest else BUNDLED[name]
     src = next((model_dir / n for n in ("best_generator.keras", "generator.keras") if (model_dir / n).exists()), None)
     cfg_path = model_dir / "run_config.json"
     if src is None or not cfg_path.exists():
@@ -42,7 +88,8 @@ def bundle(model_dir: Path, dest: Path, *, scores: dict | None = None, command: 
         raise ValueError(f"{src}: {size_mb:.1f} MB is over --max_mb {max_mb} (train a smaller generator)")
     keras.saving.load_model(str(src), safe_mode=True, compile=False)  # must load without unsafe deserialisation
     cfg = json.loads(cfg_path.read_text())
-    cfg.update(demo=True, label=LABEL, clinical_use=False, bundled_from=src.name)
+    cfg.update(demo=name == "demo", bundled=name, label=kind["label"], clinical_use=False, bundled_from=src.name,
+               trained_on=trained_on(cfg, name))
     data_dir = Path(str(cfg.get("data_dir", "")))
     if data_dir.is_absolute() and data_dir.is_relative_to(ROOT):  # no machine-specific paths in the repo
         cfg["data_dir"] = str(data_dir.relative_to(ROOT))
@@ -56,12 +103,14 @@ def bundle(model_dir: Path, dest: Path, *, scores: dict | None = None, command: 
     try:
         shutil.copyfile(src, tmp / "generator.keras")
         write_json_atomic(tmp / "run_config.json", cfg)
-        notes = [f"# Bundled demo model\n\n**{LABEL.capitalize()}.** Trained on synthetic phantoms only; its outputs"
-                 " say nothing about real patients.\n"]
+        notes = [f"# {kind['title']}\n\n**{kind['label'][0].upper() + kind['label'][1:]}.** {kind['what']}\n",
+                 f"Load it with `--model bundled:{name}` (generate.py, evaluate.py) or"
+                 f" `python export_savedmodel.py --bundled {name} ...`.\n"]
         if command:
-            notes.append(f"Trained with `{command}`; bundled with `python tools/bundle_demo_model.py`.\n")
+            notes.append(f"Trained with `{command}`; bundled with `python tools/bundle_demo_model.py --name {name}`.\n")
+        notes.append("Trained on:\n\n```json\n" + json.dumps(cfg["trained_on"], indent=1) + "\n```\n")
         if scores is not None:
-            notes.append("Scores (held-out phantom studies):\n\n```json\n" + json.dumps(scores, indent=1) + "\n```\n")
+            notes.append(f"Scores ({kind['scores_of']}):\n\n```json\n" + json.dumps(scores, indent=1) + "\n```\n")
         (tmp / "README.md").write_text("\n".join(notes))
         replace_dir(tmp, dest)
     finally:
@@ -72,14 +121,16 @@ def bundle(model_dir: Path, dest: Path, *, scores: dict | None = None, command: 
 def main(argv):
     del argv
     scores = json.loads(Path(F.scores_json).read_text()) if F.scores_json else None
-    out = bundle(Path(F.model_dir), Path(F.dest), scores=scores, command=F.command, max_mb=F.max_mb)
-    print(f"bundled {F.model_dir} -> {out} ({LABEL})")
+    out = bundle(Path(F.model_dir), Path(F.dest) if F.dest else None, name=F.name, scores=scores, command=F.command,
+                 max_mb=F.max_mb)
+    print(f"bundled {F.model_dir} -> {out} ({KINDS[F.name]['label']})")
 
 
 def _define_flags() -> None:
     """Defined only when run as a script, so importing `bundle` defines no absl flags."""
     flags.DEFINE_string("model_dir", None, "Model directory written by train_keras.py.", required=True)
-    flags.DEFINE_string("dest", str(ROOT / "ctpet_srgan" / "assets" / "demo_model"), "Destination folder.")
+    flags.DEFINE_enum("name", "demo", sorted(KINDS), "Which bundled model: demo (phantoms) or real (IBSI STS).")
+    flags.DEFINE_string("dest", None, "Destination folder (default ctpet_srgan/assets/<name>_model).")
     flags.DEFINE_string("scores_json", None, "Optional JSON of evaluation scores to record in run_config.json.")
     flags.DEFINE_string("command", None, "The command that trained the model (recorded in run_config.json).")
     flags.DEFINE_float("max_mb", 8.0, "Refuse a generator file larger than this.")

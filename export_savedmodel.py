@@ -5,7 +5,7 @@
 
 writes exports/ctpet_srgan/1/ (saved_model.pb, variables/, assets/metadata.json). Signature serving_default:
 pet (SUVbw) [batch, h, w, 1] and ct (HU) [batch, h*scale, w*scale, 1] (or [batch, h, w, 1] for a model trained
-with --ct_mode=lr) -> sr_pet (SUVbw), sr_ct (HU), [batch, h*scale, w*scale, 1]. See README "Serving".
+with --ct_mode=lr) -> sr_pet (SUVbw), sr_ct (HU), [batch, h*scale, w*scale, 1]. See docs/serving.md.
 """
 
 from __future__ import annotations

@@ -13,17 +13,21 @@ Output, chosen by --output_path:
   X.npy             HR PET in SUVbw at X ([slices, H, W], or [H, W] for a 2-D input), HR CT in HU at X_ct.npy
   a folder          a derived DICOM PET series (Bq/mL with the source PET's SUV tags, new Series/SOP UIDs,
                     ImageType DERIVED\\SECONDARY); needs a DICOM PET input.
+SR PET is clipped at 0 SUV in every output kind (activity is non-negative; the model's small undershoots near edges
+are not data). CT and PET must share a FrameOfReferenceUID (when both say one) unless --allow_unregistered.
 --model: a model folder or .keras file from train_keras.py, or a SavedModel export; default: the bundled demo model,
-trained on synthetic phantoms only: NOT FOR CLINICAL USE.
+trained on synthetic phantoms only: NOT FOR CLINICAL USE. Serving an export with TF Serving: docs/serving.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +37,8 @@ from ctpet_srgan.inference import DEMO_LABEL
 
 F = flags.FLAGS
 
+SERIES_DESCRIPTION = "SR PET (ctpet-srgan)"
+DEMO_SERIES_DESCRIPTION = "SR PET (ctpet-srgan demo model, not for clinical use)"  # LO: <= 64 characters
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
@@ -53,6 +59,7 @@ class Options:
     tile: int = 256
     tile_overlap: int = 32
     progress: bool = True
+    allow_unregistered: bool = False
 
 
 class GenerateError(Exception):
@@ -128,8 +135,9 @@ def read_inputs(ct_path: Path, pet_path: Path, opts: Options):
     return pet_vol, ct_vol, False
 
 
-def check_overlap(pet, ct, pet_path: Path, ct_path: Path) -> None:
-    """Refuses a CT that does not overlap the PET in patient space (LPS mm)."""
+def check_overlap(pet, ct, pet_path: Path, ct_path: Path, allow_unregistered: bool = False) -> None:
+    """Refuses a CT that does not overlap the PET in patient space (LPS mm), or that is in another frame of
+    reference (different FrameOfReferenceUID) unless `allow_unregistered` (as data_prep convert does)."""
     from ctpet_srgan.errors import InputError
     from ctpet_srgan.geometry import bounding_box_mm, overlap_mm
 
@@ -140,8 +148,11 @@ def check_overlap(pet, ct, pet_path: Path, ct_path: Path) -> None:
                                   " (LPS): not a co-registered pair")
     fo_pet, fo_ct = pet.meta.get("frame_of_reference_uid"), ct.meta.get("frame_of_reference_uid")
     if fo_pet and fo_ct and fo_pet != fo_ct:
-        print("generate: warning: CT and PET have different FrameOfReferenceUIDs; assuming they are registered",
-              file=sys.stderr)
+        if not allow_unregistered:
+            raise InputError(ct_path, f"CT and PET {pet_path} have different FrameOfReferenceUIDs (not registered);"
+                                      " pass --allow_unregistered to pair them anyway")
+        print("generate: warning: CT and PET have different FrameOfReferenceUIDs; --allow_unregistered: assuming "
+              "they are registered", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------- outputs
@@ -285,6 +296,45 @@ def derived_pet_series(sr_pet, src, out_dir: Path, description: str) -> None:
                  image_type=("DERIVED", "SECONDARY", "AXIAL"), file_prefix="SR")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(out: Path, min_age_s: float = 3600.0) -> list[Path]:
+    """Removes what killed runs left beside `out`: hidden ".OUT.PID.XXXX.tmp" / ".OUT.old.PID.XXXX" folders whose
+    process is gone, older-style ones without a PID, and temporary files of the outputs older than `min_age_s`.
+
+    Returns the removed paths. Folders of a live run are kept (two runs may share an output folder)."""
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    names = {p.name for p in planned_outputs(out, output_kind(out))} | {out.name}
+    now = time.time()
+    for p in out.parent.iterdir():
+        owner = next((n for n in names if p.name.startswith(f".{n}.")), None)
+        if owner is None:
+            continue
+        rest = p.name[len(owner) + 2:]
+        if p.is_dir() and (rest.endswith(".tmp") or rest.startswith("old.")):
+            m = re.match(r"(?:old\.)?(\d+)\.", rest)
+            if m and _pid_alive(int(m.group(1))) and int(m.group(1)) != os.getpid():
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+        elif p.is_file() and re.search(r"\.tmp(\.|$)", rest) and now - p.stat().st_mtime > min_age_s:
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    for p in removed:
+        print(f"generate: removed {p.name}, left by an interrupted run", file=sys.stderr)
+    return removed
+
+
 def write_outputs(kind: str, out: Path, sr_pet, sr_ct, opts: Options, *, is_2d: bool, pet_src, label: str,
                   demo: bool) -> None:
     """Writes everything into temporary paths beside the outputs, then renames them into place."""
@@ -321,14 +371,14 @@ def write_outputs(kind: str, out: Path, sr_pet, sr_ct, opts: Options, *, is_2d: 
         title = f"SR PET over CT ({where})\n" + (DEMO_LABEL.upper() if demo else f"model: {label}")
         save_fused_png(out, ct_img, pet_img, title, sr_pet.spacing_mm[:2])
     elif kind == "dicom":
-        description = "SR PET (ctpet-srgan" + (f", {DEMO_LABEL})" if demo else ")")
+        description = DEMO_SERIES_DESCRIPTION if demo else SERIES_DESCRIPTION
         parent = out.parent
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
         try:
             (tmp / "series").mkdir(mode=0o755)
             derived_pet_series(sr_pet, pet_src, tmp / "series", description)
             if out.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.{os.getpid()}.", dir=parent))
                 os.replace(out, old / "x")
                 os.replace(tmp / "series", out)
                 shutil.rmtree(old, ignore_errors=True)
@@ -347,9 +397,10 @@ def generate(ct_path: str, pet_path: str, output_path: str, model: str | None = 
     kind = output_kind(out)
     opts = opts or Options()
     check_outputs_free(planned_outputs(out, kind), opts.overwrite)
+    remove_stale_temporaries(out)
     ct_p, pet_p = Path(ct_path), Path(pet_path)
     pet, ct, is_2d = read_inputs(ct_p, pet_p, opts)
-    check_overlap(pet, ct, pet_p, ct_p)
+    check_overlap(pet, ct, pet_p, ct_p, opts.allow_unregistered)
     if kind == "png" and not opts.mip and opts.slice is not None and not 0 <= opts.slice < pet.shape[0]:
         raise GenerateError(f"--slice {opts.slice} is outside the PET's slices 0..{pet.shape[0] - 1}")
     pet_src = pet_dicom_source(pet_p) if kind == "dicom" and not is_2d else None
@@ -370,6 +421,7 @@ def generate(ct_path: str, pet_path: str, output_path: str, model: str | None = 
               f" trained on {want[0]:.2f} x {want[1]:.2f} mm", file=sys.stderr)
     sr_pet, sr_ct = predictor.predict_volume(pet, ct, batch_size=opts.batch_size, tile=opts.tile or None,
                                              overlap=opts.tile_overlap, progress=opts.progress)
+    sr_pet = dataclasses.replace(sr_pet, array=np.maximum(sr_pet.array, 0.0))  # one rule: activity is >= 0 SUV
     if sr_ct is None:  # a PET-only model: show/write the input CT on the HR grid
         from ctpet_srgan.geometry import resample
 
@@ -420,6 +472,8 @@ def _define_flags() -> None:
     flags.DEFINE_integer("tile", 256, "LR tile edge in pixels for large slices (0: whole slices).")
     flags.DEFINE_integer("tile_overlap", 32, "LR pixels shared by neighbouring tiles (the seam is cut mid-band).")
     flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+    flags.DEFINE_boolean("allow_unregistered", False, "Accept a CT and PET with different FrameOfReferenceUIDs "
+                         "(assume they are registered), as data_prep convert --allow_unregistered does.")
 
 
 def run() -> None:

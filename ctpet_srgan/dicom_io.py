@@ -16,6 +16,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -64,7 +65,7 @@ def unfinished_write(path: str | os.PathLike) -> Path | None:
     that `path` is or lies in; None if there is none. Such paths are never read as input."""
     for part in (Path(path).absolute(), *Path(path).absolute().parents):
         name = part.name
-        if name.startswith(".") and (name.endswith(".tmp") or ".old." in name):
+        if name.startswith(".") and (re.search(r".\.tmp(\.|$)", name) or ".old." in name):
             return part
     return None
 

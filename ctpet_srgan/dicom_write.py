@@ -139,7 +139,7 @@ def write_series(
         ds.StudyDate, ds.StudyTime = _da(study.study_datetime), _tm(study.study_datetime)
         ds.SeriesNumber = int(series_number)
         ds.InstanceNumber = k + 1
-        ds.SeriesDescription = series_description
+        ds.SeriesDescription = series_description[:64]  # LO: at most 64 characters
         ds.Manufacturer = "ctpet-srgan"
         ipp, iop, pixel_spacing, sk = _slice_geometry(vol, k)
         ds.ImagePositionPatient = ipp

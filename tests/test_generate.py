@@ -244,3 +244,68 @@ def test_bundled_demo_model_loads_with_safe_mode():
     assert {"sr_pet"} <= set(model.output_names if hasattr(model, "output_names") else model.output)
     assert (demo / "generator.keras").stat().st_size < 8 * 2**20
     assert inference.load_predictor(None).is_demo
+
+
+def test_sr_pet_is_non_negative_in_every_output_kind(study, tmp_path):
+    """The tiny random generator undershoots below 0 SUV; every output kind clips it at 0 (one rule)."""
+    m = study / "models" / "tiny"
+    generate.generate(study / "ct", study / "pet", tmp_path / "sr.nii.gz", m, OPTS)
+    generate.generate(study / "ct", study / "pet", tmp_path / "sr.npy", m, OPTS)
+    generate.generate(study / "ct", study / "pet", tmp_path / "dcm", m, OPTS)
+    nii, npy, dcm = read_nifti(tmp_path / "sr.nii.gz"), np.load(tmp_path / "sr.npy"), read_series(tmp_path / "dcm")
+    assert nii.array.min() == 0.0 and npy.min() == 0.0 and dcm.array.min() >= 0.0
+    assert (nii.array == 0).mean() > 0.01  # the model did undershoot, so the rule was exercised
+    np.testing.assert_array_equal(nii.array, npy)
+
+
+def test_interrupted_dicom_output_is_cleaned_and_never_read(study, tmp_path):
+    from ctpet_srgan.dicom_io import scan_dicom_tree
+    from data_prep import info
+
+    out = tmp_path / "sr_dicom"
+    stale = tmp_path / ".sr_dicom.999999999.abcd1234.tmp"  # a killed run: PID gone, 2 of 3 slices written
+    written = _series.write_pet(stale, np.ones((3, 8, 8), np.float32) * 1000,
+                                _series.grid_affine((0.0, 0.0, 0.0), (3, 8, 8), (4.0, 4.0, 4.0)), name="series")
+    written[-1].unlink()
+    assert info.main([str(stale / "series")]) == 2  # never readable as a series
+    assert scan_dicom_tree(tmp_path) == []
+    generate.generate(study / "ct", study / "pet", out, study / "models" / "passthrough", OPTS)
+    assert not stale.exists() and read_series(out).shape == (3, 32, 28)
+    assert [p.name for p in tmp_path.iterdir()] == ["sr_dicom"]
+
+
+def test_stale_temporaries_of_a_live_run_are_kept(tmp_path):
+    import os
+
+    live = tmp_path / f".x.nii.gz.{os.getppid()}.abc.tmp"
+    live.mkdir()
+    dead = tmp_path / ".x.nii.gz.999999999.abc.tmp"
+    dead.mkdir()
+    young = tmp_path / ".x.nii.gz.q1w2e3.tmp"
+    young.write_bytes(b"partial")
+    assert generate.remove_stale_temporaries(tmp_path / "x.nii.gz") == [dead]
+    assert live.exists() and young.exists()  # a file temp is removed only once it is an hour old
+    os.utime(young, (0, 0))
+    assert generate.remove_stale_temporaries(tmp_path / "x.nii.gz") == [young]
+
+
+def test_different_frames_of_reference_refused_unless_allowed(study, tmp_path, capsys):
+    ct = read_series(study / "ct")
+    other = _series.StudyInfo(_series.study().study_uid, "1.2.826.0.1.3680043.8.498.999", _series.T0)
+    _series.write_ct(tmp_path, ct.array, ct.affine, name="ct_other", study=other)
+    m = study / "models" / "passthrough"
+    with pytest.raises(InputError, match="different FrameOfReferenceUIDs .* --allow_unregistered"):
+        generate.generate(tmp_path / "ct_other", study / "pet", tmp_path / "a.npy", m, OPTS)
+    assert not (tmp_path / "a.npy").exists()
+    opts = generate.Options(progress=False, allow_unregistered=True)
+    generate.generate(tmp_path / "ct_other", study / "pet", tmp_path / "a.npy", m, opts)
+    assert (tmp_path / "a.npy").exists() and "--allow_unregistered: assuming" in capsys.readouterr().err
+
+
+def test_derived_series_description_fits_lo(tmp_path):
+    from ctpet_srgan.dicom_write import write_series
+
+    assert len(generate.DEMO_SERIES_DESCRIPTION) <= 64 and "not for clinical use" in generate.DEMO_SERIES_DESCRIPTION
+    vol = Volume(np.zeros((1, 4, 4), np.float32), np.eye(4), "CT", "HU")
+    [p] = write_series(vol, tmp_path / "s", study=_series.study(), series_number=1, series_description="x" * 70)
+    assert pydicom.dcmread(p).SeriesDescription == "x" * 64

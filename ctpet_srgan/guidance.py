@@ -5,13 +5,29 @@ Conventions: PET in SUVbw, CT in HU, arrays (rows, cols) for a slice or (slices,
 
 - Structures of the guided phantom world (`data_prep.phantom`, lesions.json): `inside_structure`,
   `structure_mask_on_slice` (the geometry of spheres, cylinders and slabs given in LPS mm).
+- CT reliance: `body_mask`, `uninformative_ct` (the body outline filled with water), `image_scores`,
+  `ct_reliance` (a model's scores with the true CT minus with the uninformative CT).
+- Misregistration: `shift_image_mm` (an in-plane shift by mm, bilinear), `misregistration_sweep`.
+- CT-only imprint: `ct_only_imprint` (relative PET change inside structures the CT has and the PET has not).
+- PET-only lesions: `pet_only_recovery` (NEMA CRC of the lesions with no CT correlate).
+- Hallucinations at a matched false-positive rate: `collect_detections`, `threshold_at_fp_rate`,
+  `operating_point`, `hot_spots_per_slice`.
+Definitions are also written in each docstring; a `predict` argument is a callable
+predict(lr_pet, hr_ct) -> hr_pet on physical units (SUV in, HU in, SUV out) of one slice or a batch of them.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import math
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+
+from ctpet_srgan import metrics
+
+AIR_HU = -1000.0
+BODY_THRESHOLD_HU = -500.0
+Predict = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 # ----------------------------------------------------------------------------- structure geometry
@@ -79,3 +95,279 @@ def structure_mask_on_slice(rec: Mapping[str, Any], hr_affine: np.ndarray, shape
     xyz = ijk @ a[:3, :3].T + a[:3, 3]
     off = rec.get("shift_mm", (0.0, 0.0, 0.0)) if at_ct else (0.0, 0.0, 0.0)
     return inside_structure(rec, xyz, off)
+
+
+# ----------------------------------------------------------------------------- CT reliance
+def body_mask(ct_hu: np.ndarray, threshold_hu: float = BODY_THRESHOLD_HU) -> np.ndarray:
+    """The body: pixels above `threshold_hu` plus the holes they enclose (lungs, bowel gas), per 2-D slice.
+
+    Args:
+        ct_hu: CT in HU, (rows, cols) or (..., rows, cols).
+        threshold_hu: tissue threshold (HU).
+    Returns:
+        boolean mask of ct_hu's shape: True inside the body outline (a background region that does not touch
+        the slice border is a hole, so it counts as body).
+    """
+    import cv2
+
+    ct = np.asarray(ct_hu, np.float32)
+    flat = ct.reshape((-1,) + ct.shape[-2:])
+    out = np.empty(flat.shape, bool)
+    for n, sl in enumerate(flat):
+        tissue = sl > threshold_hu
+        _, lab = cv2.connectedComponents((~tissue).astype(np.uint8), connectivity=4)
+        border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+        outside = np.isin(lab, border[border > 0]) & ~tissue
+        out[n] = ~outside
+    return out.reshape(ct.shape)
+
+
+def uninformative_ct(ct_hu: np.ndarray, threshold_hu: float = BODY_THRESHOLD_HU) -> np.ndarray:
+    """The CT that tells nothing inside the body: its outline filled with water.
+
+    Args:
+        ct_hu: CT in HU, (rows, cols) or (..., rows, cols) (HR or LR: apply it to each CT input of a model).
+        threshold_hu: body threshold (HU); see `body_mask`.
+    Returns:
+        float32 HU array of the same shape: 0 HU inside `body_mask`, -1000 HU outside.
+    """
+    return np.where(body_mask(ct_hu, threshold_hu), 0.0, AIR_HU).astype(np.float32)
+
+
+def image_scores(truth: np.ndarray, pred: np.ndarray, *, data_range: float, mask: np.ndarray | None = None,
+                 with_ssim: bool = False) -> dict[str, float]:
+    """PSNR (and SSIM) of a prediction (`metrics.psnr` / `metrics.ssim`).
+
+    Args:
+        truth, pred: SUV, (rows, cols) or (slices, rows, cols).
+        data_range: PSNR peak (SUV, e.g. 10).
+        mask: pixels scored (e.g. the body); None = all.
+        with_ssim: also the mean SSIM over the slices (TensorFlow; needs rows, cols >= 11).
+    Returns:
+        dict(psnr) in dB over all scored pixels together, plus ssim (mean over slices) when asked.
+    """
+    t, p = np.asarray(truth, np.float64), np.asarray(pred, np.float64)
+    m = np.ones(t.shape, bool) if mask is None else np.asarray(mask, bool)
+    se, n = metrics.masked_mse(t, p, m)
+    out = {"psnr": metrics.psnr_from_mse(se / n if n else float("nan"), data_range)}
+    if with_ssim:
+        t3, p3, m3 = (a.reshape((-1,) + t.shape[-2:]) for a in (t, p, m))
+        out["ssim"] = float(np.nanmean([metrics.ssim(a, b, data_range=data_range, mask=c if mask is not None else None)
+                                        for a, b, c in zip(t3, p3, m3)]))
+    return out
+
+
+def ct_reliance(predict: Predict, lr_pet: np.ndarray, hr_ct: np.ndarray, truth: np.ndarray, *, data_range: float,
+                mask: np.ndarray | None = None, with_ssim: bool = False) -> dict[str, float]:
+    """How much a model takes from the CT: its scores with the true CT minus with the uninformative CT.
+
+    Args:
+        predict: predict(lr_pet SUV, hr_ct HU) -> hr_pet SUV.
+        lr_pet, hr_ct, truth: one slice or a stack (the same leading axes); truth the HR PET (SUV).
+        data_range, mask, with_ssim: as `image_scores` (mask default: the body of the true CT).
+    Returns:
+        dict(true_<k>, uninformative_<k>, reliance_<k>) for k in psnr (dB) [, ssim]; reliance = true -
+        uninformative: > 0 the CT helps, 0 the model ignores the CT inside the body, < 0 the CT hurts.
+    """
+    m = body_mask(hr_ct) if mask is None else mask
+    with_true = image_scores(truth, predict(lr_pet, hr_ct), data_range=data_range, mask=m, with_ssim=with_ssim)
+    flat = image_scores(truth, predict(lr_pet, uninformative_ct(hr_ct)), data_range=data_range, mask=m,
+                        with_ssim=with_ssim)
+    out: dict[str, float] = {}
+    for k in with_true:
+        out[f"true_{k}"], out[f"uninformative_{k}"] = with_true[k], flat[k]
+        out[f"reliance_{k}"] = with_true[k] - flat[k]
+    return out
+
+
+# ----------------------------------------------------------------------------- misregistration
+def shift_image_mm(img: np.ndarray, shift_rc_mm: Sequence[float], spacing_mm: Sequence[float], *,
+                   fill: float = AIR_HU) -> np.ndarray:
+    """Moves the content of a slice (or of each slice of a stack) in-plane by a distance in mm.
+
+    Args:
+        img: (rows, cols) or (..., rows, cols), e.g. a CT in HU.
+        shift_rc_mm: (d_row, d_col) mm: the content moves toward +row by d_row and toward +col by d_col.
+        spacing_mm: (row, col) pixel size in mm.
+        fill: value of what enters from outside the slice (air, -1000 HU, for a CT).
+    Returns:
+        float32 array of img's shape: out(r, c) = img(r - d_row / s_row, c - d_col / s_col), bilinear between
+        pixel centres (exact for whole-pixel shifts).
+    """
+    import cv2
+
+    a = np.asarray(img, np.float32)
+    dr, dc = (float(d) / float(s) for d, s in zip(shift_rc_mm, spacing_mm))
+    if dr == 0 and dc == 0:
+        return a.copy()
+    flat = a.reshape((-1,) + a.shape[-2:])
+    m = np.float32([[1, 0, dc], [0, 1, dr]])
+    out = np.stack([cv2.warpAffine(sl, m, (sl.shape[1], sl.shape[0]), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill)) for sl in flat])
+    return out.reshape(a.shape)
+
+
+def misregistration_sweep(predict: Predict, lr_pet: np.ndarray, hr_ct: np.ndarray, truth: np.ndarray, *,
+                          spacing_mm: Sequence[float], data_range: float, shifts_mm: Sequence[float] = (0, 2, 5, 10),
+                          direction_rc: Sequence[float] = (0.0, 1.0), mask: np.ndarray | None = None,
+                          extra: Callable[[np.ndarray], Mapping[str, float]] | None = None) -> list[dict[str, Any]]:
+    """The same model with its CT shifted in-plane by each of `shifts_mm` against the PET.
+
+    Args:
+        predict: predict(lr_pet SUV, hr_ct HU) -> hr_pet SUV.
+        lr_pet, hr_ct, truth: one slice or a stack; spacing_mm: (row, col) HR pixel size of hr_ct (mm).
+        shifts_mm: distances (mm) along `direction_rc` (a (row, col) direction, normalised here).
+        mask: scored pixels (default: the body of the unshifted CT, so every shift is scored on the same pixels).
+        extra: more numbers per shift from the prediction (e.g. lesion CRC, hot spots), merged into each row.
+    Returns:
+        one dict per shift: shift_mm and the `image_scores` (psnr dB) of the prediction, plus `extra`'s.
+    """
+    d = np.asarray(direction_rc, np.float64)
+    d = d / np.linalg.norm(d)
+    m = body_mask(hr_ct) if mask is None else mask
+    rows = []
+    for s in shifts_mm:
+        pred = predict(lr_pet, shift_image_mm(hr_ct, d * float(s), spacing_mm))
+        row: dict[str, Any] = {"shift_mm": float(s), **image_scores(truth, pred, data_range=data_range, mask=m)}
+        if extra is not None:
+            row.update(extra(pred))
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------- CT-only imprint
+def ct_only_imprint(pred: np.ndarray, truth: np.ndarray, masks: Sequence[np.ndarray]) -> dict[str, Any]:
+    """How much of the CT-only structures a PET image shows (the truth has none of them: its change is 0).
+
+    Args:
+        pred: PET (SUV) to test, (rows, cols) or a stack; truth: the HR PET truth (SUV), same shape.
+        masks: one boolean mask per CT-only structure (where the model's CT shows it, e.g.
+            `structure_mask_on_slice(rec, affine, shape, at_ct=True)`), same shape as pred.
+    Returns:
+        dict(imprint, per_structure, n): per_structure[i] = (mean(pred in mask_i) - mean(truth in mask_i)) /
+        mean(truth in mask_i) (signed, NaN for an empty mask or a truth mean <= 0); imprint = the mean of
+        |per_structure| over the finite ones (a fraction: 0.1 = 10 %; NaN if none). Compare a model's imprint
+        with bicubic's (noise and blur alone).
+    """
+    p, t = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
+    rel = []
+    for m in masks:
+        m = np.asarray(m, bool)
+        if not m.any() or t[m].mean() <= 0:
+            rel.append(float("nan"))
+            continue
+        rel.append(float((p[m].mean() - t[m].mean()) / t[m].mean()))
+    fin = [abs(r) for r in rel if math.isfinite(r)]
+    return {"imprint": float(np.mean(fin)) if fin else float("nan"), "per_structure": rel, "n": len(fin)}
+
+
+# ----------------------------------------------------------------------------- PET-only lesions
+def pet_only_recovery(image: np.ndarray, lesions: Sequence[Mapping[str, Any]], spacing_mm: Sequence[float], *,
+                      background_mask: np.ndarray | None = None) -> dict[str, Any]:
+    """NEMA contrast recovery (`metrics.sphere_contrast`) of the hot lesions that have no CT correlate.
+
+    Args:
+        image: PET slice (SUV) through the lesions' centres (rows, cols).
+        lesions: dicts with center_rc (row, col px on this slice), diameter_mm, uptake_ratio (> 1) and
+            has_ct_correlate (lesions.json of the guided world; lesions without the key count as PET-only).
+        spacing_mm: (row, col) pixel size (mm).
+        background_mask: where background ROIs may lie (the body minus all lesions).
+    Returns:
+        dict(crc: mean CRC of the PET-only lesions (NaN if none could be scored), per_lesion: their CRCs,
+        n). Compare the fused model's with pet_only's: below it, the CT suppresses what it does not show.
+    """
+    crcs = []
+    for les in lesions:
+        if les.get("has_ct_correlate", False) or float(les["uptake_ratio"]) <= 1:
+            continue
+        c = metrics.sphere_contrast(image, les["center_rc"], float(les["diameter_mm"]), spacing_mm,
+                                    float(les["uptake_ratio"]), background_mask=background_mask)
+        crcs.append(c["crc"])
+    fin = [c for c in crcs if math.isfinite(c)]
+    return {"crc": float(np.mean(fin)) if fin else float("nan"), "per_lesion": crcs, "n": len(fin)}
+
+
+# ----------------------------------------------------------------------------- hallucinations
+def collect_detections(images: Sequence[np.ndarray], lesions_per_slice: Sequence[Sequence[Mapping[str, Any]]],
+                       spacing_mm: Sequence[float], *, min_threshold: float, min_separation_mm: float = 5.0,
+                       masks: Sequence[np.ndarray | None] | None = None) -> dict[str, Any]:
+    """Every candidate hot spot of a set of slices, matched to the lesions (`metrics.detect_hot_spots`,
+    `metrics.match_detections`), so that any higher threshold can be applied afterwards.
+
+    Args:
+        images: PET slices (SUV). lesions_per_slice: per slice, the lesions crossing it (center_rc,
+            radius_mm, scored, diameter_mm; see `metrics.match_detections`); [] on a lesion-free slice.
+        spacing_mm: (row, col) mm. min_threshold: the lowest SUV a candidate needs. masks: per-slice body masks.
+    Returns:
+        dict(lesion_scores, diameters, fp_scores, free_fp_scores, n_slices, n_free): per scored lesion its best
+        detection score (-inf if none), the false positives' scores (all slices, and lesion-free slices only).
+    """
+    out: dict[str, Any] = dict(lesion_scores=[], diameters=[], fp_scores=[], free_fp_scores=[], n_slices=0, n_free=0)
+    for n, (img, les) in enumerate(zip(images, lesions_per_slice)):
+        det = metrics.detect_hot_spots(img, threshold=min_threshold, spacing_mm=spacing_mm,
+                                       min_separation_mm=min_separation_mm, mask=None if masks is None else masks[n])
+        scores, fps = metrics.match_detections(det, list(les), spacing_mm)
+        out["lesion_scores"] += scores
+        out["diameters"] += [float(x["diameter_mm"]) for x in les if x.get("scored", True)]
+        out["fp_scores"] += fps
+        out["n_slices"] += 1
+        if not les:
+            out["free_fp_scores"] += fps
+            out["n_free"] += 1
+    return out
+
+
+def threshold_at_fp_rate(fp_scores: Sequence[float], n_slices: int, fp_per_slice: float) -> float:
+    """The lowest detection threshold whose false-positive rate does not exceed `fp_per_slice`.
+
+    Args:
+        fp_scores: scores (SUV) of every false-positive candidate; n_slices: slices they came from.
+        fp_per_slice: the allowed rate (e.g. 0.5).
+    Returns:
+        threshold t (SUV): #(fp_scores >= t) / n_slices <= fp_per_slice, t as low as possible (-inf when
+        every candidate fits). Each method gets its own t: methods are compared at the same false-positive rate.
+    """
+    allowed = int(math.floor(float(fp_per_slice) * int(n_slices) + 1e-9))
+    s = np.sort(np.asarray(fp_scores, np.float64))[::-1]
+    if s.size <= allowed:
+        return float("-inf")
+    return float(np.nextafter(s[allowed], np.inf))
+
+
+def operating_point(det: Mapping[str, Any], threshold: float, *, diameter_range_mm: tuple[float, float] | None = None
+                    ) -> dict[str, float]:
+    """Sensitivity and false positives of `collect_detections` output at one threshold.
+
+    Args:
+        det: `collect_detections` output; threshold: SUV.
+        diameter_range_mm: only lesions with lo <= diameter <= hi count for the sensitivity (e.g. (6, 10)).
+    Returns:
+        dict(threshold, sensitivity, n_lesions, fp_per_slice (all slices), hot_spots_per_free_slice (false
+        positives on lesion-free slices / lesion-free slices: the hallucinations)); NaN where a count is 0.
+    """
+    ls, ds = np.asarray(det["lesion_scores"], np.float64), np.asarray(det["diameters"], np.float64)
+    if diameter_range_mm is not None:
+        keep = (ds >= diameter_range_mm[0]) & (ds <= diameter_range_mm[1])
+        ls = ls[keep]
+    nan = float("nan")
+    n_fp = int(np.sum(np.asarray(det["fp_scores"], np.float64) >= threshold))
+    n_free_fp = int(np.sum(np.asarray(det["free_fp_scores"], np.float64) >= threshold))
+    return dict(threshold=float(threshold), sensitivity=float(np.mean(ls >= threshold)) if ls.size else nan,
+                n_lesions=int(ls.size), fp_per_slice=n_fp / det["n_slices"] if det["n_slices"] else nan,
+                hot_spots_per_free_slice=n_free_fp / det["n_free"] if det["n_free"] else nan)
+
+
+def hot_spots_per_slice(images: Sequence[np.ndarray], *, threshold: float, spacing_mm: Sequence[float],
+                        masks: Sequence[np.ndarray | None] | None = None, min_separation_mm: float = 5.0) -> float:
+    """Mean number of hot spots (`metrics.detect_hot_spots` at `threshold` SUV) per slice, e.g. on lesion-free
+    slices (every one a hallucination).
+
+    Args:
+        images: PET slices (SUV); threshold: SUV; spacing_mm: (row, col) mm; masks: per-slice body masks.
+    Returns:
+        hot spots / slice (NaN for no slices).
+    """
+    counts = [len(metrics.detect_hot_spots(img, threshold=threshold, spacing_mm=spacing_mm,
+                                           min_separation_mm=min_separation_mm,
+                                           mask=None if masks is None else masks[n])) for n, img in enumerate(images)]
+    return float(np.mean(counts)) if counts else float("nan")

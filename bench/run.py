@@ -16,6 +16,7 @@ and says so); --tiny: toy sizes for the smoke test (numbers meaningless).
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import os
 import shutil
@@ -38,12 +39,27 @@ MODEL_DEFAULTS = {"filters": 64, "num_blocks": 16, "ct_mode": "s2d", "demo_scale
                   "patch_size": 24, "d_filters": 64, "content_loss": "vgg", "vgg_layer": "block5_conv4",
                   "vgg_before_activation": True, "pretrain_steps": 1000, "gan_steps": 1000, "xla": False,
                   "cache": False}
-TARGETS = {  # key: (comparison, threshold) from the issue
+TARGETS = {  # key: (comparison, threshold) from the issues (14: the table and the PyTorch peer)
     "inference_fraction_of_reference": (">=", 0.75),
-    "train_fraction_of_reference": (">=", 0.60),
+    "inference_gpu_cfg_fraction_of_reference": (">=", 0.80),
+    "train_fraction_of_reference": (">=", 0.65),
     "pipeline_over_training": (">=", 10.0),
-    "prep_2_workers_over_decode_1": (">=", 1.0),
-    "generate_peak_rss_gib": ("<", 4.0),
+    "prep_2_workers_over_decode_1": (">=", 0.5),
+    "generate_peak_rss_gib": ("<=", 2.0),
+    "ours_over_torch_eager": (">=", 3.0),
+}
+
+# What bounds each target when it is missed (measured; bench/RESULTS.md has the numbers and every lever tried).
+BOUNDS = {
+    "inference_fraction_of_reference": "the 32-filter convs run at ~80% of the matmul rate alone; the rest is "
+    "memory-bound elementwise work (PReLU, adds, depth-to-space at HR, the 2-channel head) that oneDNN through TF "
+    "does not fuse into the convs; XLA fuses it but its CPU convs are slower (the XLA row)",
+    "inference_gpu_cfg_fraction_of_reference": "as for cpu.cfg, with a smaller share of elementwise work (64 filters)",
+    "train_fraction_of_reference": "backward convs (weight and input gradients) and the elementwise backward ops; "
+    "Adam updates are not counted as FLOPs",
+    "ours_over_torch_eager": "both run the convs through oneDNN (torch through its own, NCHW): the ratio is what "
+    "TF's graph execution and NHWC layout save over eager dispatch and NCHW, not a different conv kernel",
+    "prep_2_workers_over_decode_1": "pydicom header parsing twice (scan + convert) and worker start-up (bench/RESULTS.md)",
 }
 
 
@@ -65,13 +81,15 @@ class Sizes:
     gen_ct: int
     gen_pet: int
     gen_slices: int
+    peer_repeats: int = 3
+    peer_flagfiles: tuple[str, ...] = ("cpu.cfg", "gpu.cfg")  # generators (under flags/) timed against the peers
     model_override: dict | None = None  # --tiny: toy model
 
 
 SIZES = {
-    "full": Sizes(2048, 128, (1, 4, 8, 16), 8, 256, (64, 128, 256, None), 4, 5, 5, 60, 8, 512, 256, 300),
-    "quick": Sizes(2048, 128, (8,), 8, 256, (128, 256), 2, 2, 2, 30, 4, 512, 256, 24),
-    "tiny": Sizes(256, 16, (1, 2), 2, 32, (16, None), 2, 1, 1, 4, 2, 64, 32, 4,
+    "full": Sizes(2048, 128, (1, 4, 8, 16), 8, 256, (64, 128, 256, None), 4, 5, 5, 60, 8, 512, 256, 300, 5),
+    "quick": Sizes(2048, 128, (8,), 8, 256, (128, 256), 2, 2, 2, 30, 4, 512, 256, 24, 2),
+    "tiny": Sizes(256, 16, (1, 2), 2, 32, (16, None), 2, 1, 1, 4, 2, 64, 32, 4, 1, ("gpu.cfg",),
                   {"filters": 8, "num_blocks": 1, "batch_size": 2, "patch_size": 8, "d_filters": 8,
                    "vgg_layer": "block1_conv2"}),
 }
@@ -274,6 +292,133 @@ def bench_inference(gen_cfg, ref: float, sizes: Sizes) -> dict:
                           "median_s": med, "first_call_s": first[tile][0], "gflops": useful / best / 1e9,
                           "fraction": useful / best / 1e9 / ref, "hr_pixels_per_s": n * (L * s) ** 2 / best})
     return {"flops_per_lr_pixel": flops_per_lr_px, "model_calls": rows, "predictor_tiles": tile_rows}
+
+
+# ------------------------------------------------------------------------------------------------ peers
+def tf_intra_threads() -> int:
+    """TensorFlow's intra-op thread count: the configured one, else (0, TF's default) the CPUs this process may use."""
+    import tensorflow as tf
+
+    n = tf.config.threading.get_intra_op_parallelism_threads()
+    if n:
+        return n
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _perturb(model, seed: int = 0) -> None:
+    """Random values for the zero-initialised head and PReLU slopes, so that the outputs compared between ours and the
+    peers depend on every layer (an untrained generator returns the interpolated input whatever its trunk does)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if layer.name == "head" or layer.name.endswith("_prelu"):
+            layer.set_weights([rng.normal(0.0, 0.1, w.shape).astype(w.dtype) for w in layer.get_weights()])
+
+
+def bench_peers_one(gen_cfg, label: str, sizes: Sizes, work: Path, *, torch_modes: tuple[str, ...],
+                    onnx: bool) -> dict:
+    """Our generator (`model(x)` in a tf.function, oneDNN) against the same network in PyTorch (bench/torch_peer.py,
+    modes eager / channels_last / compile, same weights) and through ONNX Runtime (our SavedModel export converted by
+    tf2onnx, bench/onnx_peer.py), on the same inputs (batch infer_default_batch, LR infer_lr^2), with torch and ORT
+    set to TF's intra-op thread count. First ours and the matmul reference alone in turn (the clean fraction of the
+    reference), then every variant and the reference in turn (the ratios). FLOPs: TF's count of our model, for all.
+    A peer that is missing or fails is recorded with the reason instead of its time."""
+    import numpy as np
+
+    from ctpet_srgan.models import build_generator
+    from ctpet_srgan.normalization import DEFAULT
+
+    b, lr, s = sizes.infer_default_batch, sizes.infer_lr, gen_cfg.scale
+    threads = tf_intra_threads()
+    model = build_generator(gen_cfg)
+    _perturb(model)
+    x = _gen_inputs(gen_cfg, b, lr)
+    ours, info = _prepare_model_call(model, x, jit=False, flops=None)
+    flops = info["flops"]
+    ref_call, ref_flops = reference_call(sizes.matmul_n)
+    t = alternate({"ours": ours, "reference": ref_call}, sizes.peer_repeats)
+    alone_ref = paired(t, ref_flops)
+    out: dict[str, Any] = {
+        "generator": gen_cfg.to_dict(), "batch": b, "lr": [lr, lr], "hr": [lr * s, lr * s], "flops": flops,
+        "threads": threads, "compile_s": info["compile_s"], "ours_alone_best_s": t["ours"][0],
+        "paired_reference_gflops": alone_ref, "fraction_of_reference": flops / t["ours"][0] / 1e9 / alone_ref,
+        "skipped": {}, "peers": {}}
+    ct = x.get("hr_ct", x.get("lr_ct"))
+    want = model(x, training=False)["sr_pet"].numpy()
+    calls = {"ours": ours}
+    if torch_modes:
+        from bench import torch_peer
+
+        ok, why = torch_peer.torch_available()
+        if not ok:
+            out["skipped"]["torch"] = why
+            say(f"peers {label}: PyTorch peer skipped: {why}")
+        for mode in torch_modes if ok else ():
+            try:
+                call, pinfo = torch_peer.prepare_call(gen_cfg, x["lr_pet"], ct, threads=threads, mode=mode,
+                                                      keras_model=model)
+            except Exception as e:  # e.g. torch.compile without a working C++ compiler
+                out["skipped"][f"torch_{mode}"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                say(f"peers {label}: torch {mode} failed: {out['skipped'][f'torch_{mode}']}")
+                continue
+            pinfo["max_abs_diff_vs_ours"] = float(np.max(np.abs(call() - want)))
+            out["peers"][f"torch_{mode}"] = pinfo
+            calls[f"torch_{mode}"] = call
+    if onnx:
+        from bench import onnx_peer
+
+        ok, why = onnx_peer.onnx_available()
+        if not ok:
+            out["skipped"]["onnxruntime"] = why
+            say(f"peers {label}: ONNX Runtime peer skipped: {why}")
+        else:
+            try:
+                path, cinfo = onnx_peer.export_and_convert(model, gen_cfg, work / f"onnx_{label}")
+                pet_suv = DEFAULT.pet_from_norm(x["lr_pet"].numpy())
+                ct_hu = None if ct is None else DEFAULT.ct_from_norm(ct.numpy())
+                call, pinfo = onnx_peer.prepare_call(path, pet_suv, ct_hu, threads=threads)
+                pinfo.update(cinfo)
+                pinfo["max_abs_diff_vs_ours"] = float(np.max(np.abs(DEFAULT.pet_to_norm(call()) - want)))
+                out["peers"]["onnxruntime"] = pinfo
+                calls["onnxruntime"] = call
+            except Exception as e:
+                out["skipped"]["onnxruntime"] = f"{type(e).__name__}: {e}"
+                say(f"peers {label}: ONNX Runtime peer failed: {out['skipped']['onnxruntime']}")
+    t = alternate({**calls, "reference": ref_call}, sizes.peer_repeats)
+    out["paired_reference_gflops_with_peers"] = local_ref = paired(t, ref_flops)
+    rows = {}
+    for k, (best, med) in t.items():
+        rows[k] = {"best_s": best, "median_s": med, "gflops": flops / best / 1e9,
+                   "paired_share": flops / best / 1e9 / local_ref, "hr_pixels_per_s": b * (lr * s) ** 2 / best}
+        if k != "ours":
+            rows[k]["ours_over"] = best / t["ours"][0]
+    out["timed"] = rows
+    return out
+
+
+def bench_peers(sizes: Sizes, flagfile: Path, work: Path, *, torch_modes: tuple[str, ...], onnx: bool) -> dict:
+    """bench_peers_one for the generator of `flagfile` and those of sizes.peer_flagfiles (flags/NAME), by label."""
+    from ctpet_srgan.models import GeneratorConfig
+
+    files = [ROOT / "flags" / n for n in sizes.peer_flagfiles] + [flagfile]
+    out = {}
+    for f in files:
+        st = model_settings(sizes, f)
+        cfg = GeneratorConfig(scale=st["demo_scale"], filters=st["filters"], num_blocks=st["num_blocks"],
+                              ct_mode=st["ct_mode"])
+        label = f.name
+        if label in out or any(r["generator"] == cfg.to_dict() for r in out.values()):
+            continue
+        say(f"peers: {label} generator {cfg.to_dict()}")
+        out[label] = bench_peers_one(cfg, label, sizes, work, torch_modes=torch_modes, onnx=onnx)
+        out[label]["settings_source"] = st["source"]
+        r = out[label]
+        say(f"peers {label}: " + ", ".join(f"{k} {v['gflops']:.1f} GFLOP/s" for k, v in r["timed"].items()))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -525,7 +670,7 @@ def check_targets(res: dict) -> dict:
     out = {}
     for k, (op, thr) in TARGETS.items():
         v = res.get(k)
-        met = None if v is None else (v >= thr if op == ">=" else v < thr)
+        met = None if v is None else {">=": v >= thr, "<=": v <= thr, "<": v < thr}[op]
         out[k] = {"target": f"{op} {thr}", "value": v, "met": met}
     return out
 
@@ -548,6 +693,16 @@ def table(res: dict) -> str:
         row(f"infer model B={r['batch']} LR {r['lr'][0]}^2->HR {r['hr'][0]}^2{' XLA' if r['xla'] else ''}"
             f" (compile {r['compile_s']:.1f}s)", r["best_s"], r["gflops"], r["fraction"],
             f"{r['hr_pixels_per_s'] / 1e6:.2f} MHRpx/s", r.get("paired_share"))
+    for label, pr in (res.get("peers") or {}).items():
+        g = pr["generator"]
+        for k, r in pr["timed"].items():
+            if k == "reference":
+                continue
+            ratio = f"ours x{r['ours_over']:.2f}" if "ours_over" in r else "(ours)"
+            row(f"peer {label} {g['num_blocks']}x{g['filters']} B={pr['batch']} LR {pr['lr'][0]}^2: {k}", r["best_s"],
+                r["gflops"], None, ratio, r["paired_share"])
+        for k, why in pr["skipped"].items():
+            lines.append(f"peer {label}: {k} not timed: {why}")
     for r in inf.get("predictor_tiles", []):
         row(f"Predictor.predict {r['slices']}x LR {r['lr'][0]}^2 tile {r['tile']} ovl {r['overlap']} B={r['batch']}",
             r["best_s"], r["gflops"], r["fraction"], f"{r['hr_pixels_per_s'] / 1e6:.2f} MHRpx/s")
@@ -574,7 +729,9 @@ def table(res: dict) -> str:
     for k, t in res["targets"].items():
         v = t["value"]
         vs = "n/a" if v is None else f"{v:.3f}"
-        lines.append(f"{k:36s} {vs:>9s}  target {t['target']:8s} {'MET' if t['met'] else 'missed' if t['met'] is False else '-'}")
+        lines.append(f"{k:40s} {vs:>9s}  target {t['target']:8s} {'MET' if t['met'] else 'missed' if t['met'] is False else '-'}")
+        if t["met"] is False and k in BOUNDS:
+            lines.append(f"    bound: {BOUNDS[k]}")
     return "\n".join(lines)
 
 
@@ -584,7 +741,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="< 5 minutes on 2 cores (smaller generate study)")
     ap.add_argument("--tiny", action="store_true", help="toy sizes for the smoke test (numbers meaningless)")
     ap.add_argument("--flagfile", default=str(CPU_CFG), help="training flags giving the generator (flags/cpu.cfg)")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: inference,training,xla,prep,generate")
+    ap.add_argument("--skip", default="",
+                    help="comma list of parts to skip: inference,peers,torch,onnx,training,xla,prep,generate")
+    ap.add_argument("--torch_modes", default="eager,channels_last",
+                    help="PyTorch peer modes to time: eager, channels_last, compile (torch.compile; slow to compile)")
     ap.add_argument("--gen_slices", type=int, default=None, help="slices of the generate study (override)")
     ap.add_argument("--gen_pet", type=int, default=None, help="PET matrix of the generate study (override)")
     args = ap.parse_args(argv)
@@ -620,6 +780,20 @@ def main(argv: list[str] | None = None) -> int:
         say(f"inference: {default['paired_share']:.1%} of the paired reference at batch {default['batch']}")
         res["reference_gflops_runs"].append(bench_reference(sizes))
 
+    work = Path(tempfile.mkdtemp(prefix="ctpet_bench_"))
+    atexit.register(shutil.rmtree, work, True)  # also when a part raises
+    if "peers" not in skip:
+        modes = () if "torch" in skip else tuple(m.strip() for m in args.torch_modes.split(",") if m.strip())
+        res["peers"] = pr = bench_peers(sizes, Path(args.flagfile), work / "peers", torch_modes=modes,
+                                        onnx="onnx" not in skip)
+        res["peer_ratios"] = {k: {v: r["ours_over"] for v, r in p["timed"].items() if "ours_over" in r}
+                              for k, p in pr.items()}
+        if "gpu.cfg" in pr:
+            res["inference_gpu_cfg_fraction_of_reference"] = pr["gpu.cfg"]["fraction_of_reference"]
+            res["ours_over_torch_eager"] = res["peer_ratios"]["gpu.cfg"].get("torch_eager")
+        say(f"peers: ours over each peer {res['peer_ratios']}")
+        res["reference_gflops_runs"].append(bench_reference(sizes))
+
     if "training" not in skip:
         res["training"] = bench_training(gen_cfg, st, ref, sizes, jits=(False,) if "xla" in skip else (False, True))
         tr = res["training"]["xla" if st["xla"] and "xla" in res["training"] else "plain"]
@@ -630,7 +804,6 @@ def main(argv: list[str] | None = None) -> int:
         say(f"training: {res['train_fraction_of_reference']:.1%} of reference over a cpu.cfg run")
         res["reference_gflops_runs"].append(bench_reference(sizes))
 
-    work = Path(tempfile.mkdtemp(prefix="ctpet_bench_"))
     try:
         if "prep" not in skip:
             res["prep"], data_dir = bench_prep(work / "prep", sizes, gen_cfg.scale)

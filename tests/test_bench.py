@@ -1,4 +1,5 @@
-"""bench/run.py: the --tiny smoke run writes every contracted key; its pure helpers. No timing assertions."""
+"""bench/run.py: the --tiny smoke run writes every contracted key; its pure helpers; the PyTorch peer is our generator
+layer for layer (same parameters, shapes and outputs). No timing assertions."""
 
 import json
 import subprocess
@@ -12,7 +13,7 @@ sys.path.insert(0, str(ROOT))
 from bench import run as bench_run  # noqa: E402
 
 KEYS = ("reference_gflops", "inference_fraction_of_reference", "train_fraction_of_reference", "pipeline_over_training",
-        "prep_2_workers_over_decode_1", "generate_peak_rss_gib", "machine")
+        "prep_2_workers_over_decode_1", "generate_peak_rss_gib", "inference_gpu_cfg_fraction_of_reference", "machine")
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,88 @@ def test_tiny_run_writes_every_key(tiny_result):
     assert not res["generate"]["full_size_study"]  # the tiny study says it is not the 512x512x300 one
     assert set(res["targets"]) == set(bench_run.TARGETS)
     assert "inference_fraction_of_reference" in stdout  # the table is printed
+
+
+def test_tiny_run_times_the_peers_or_says_why_not(tiny_result):
+    from bench.onnx_peer import onnx_available
+    from bench.torch_peer import torch_available
+
+    res, stdout = tiny_result
+    pr = res["peers"]["gpu.cfg"]
+    assert pr["generator"] == res["generator"]  # --tiny: the toy model in place of gpu.cfg's
+    assert pr["timed"]["ours"]["best_s"] > 0 and pr["fraction_of_reference"] > 0
+    expected = {"torch_eager": torch_available()[0], "torch_channels_last": torch_available()[0],
+                "onnxruntime": onnx_available()[0]}
+    for k, present in expected.items():
+        if present:
+            assert pr["timed"][k]["ours_over"] == pytest.approx(pr["timed"][k]["best_s"] / pr["timed"]["ours"]["best_s"])
+            assert pr["peers"][k]["max_abs_diff_vs_ours"] < 1e-4, k  # the same function, not only the same shapes
+        else:
+            assert k not in pr["timed"] and any(k.startswith(s) for s in pr["skipped"]), pr["skipped"]
+            assert "not installed" in stdout
+    if expected["torch_eager"]:
+        assert res["ours_over_torch_eager"] == res["peer_ratios"]["gpu.cfg"]["torch_eager"] > 0
+        assert pr["peers"]["torch_eager"]["threads"] == pr["threads"]  # torch runs on TF's intra-op thread count
+    else:
+        assert res["ours_over_torch_eager"] is None
+
+
+@pytest.mark.parametrize("ct_mode,scale", [("s2d", 2), ("lr", 4), ("none", 2)])
+def test_torch_peer_is_our_generator(ct_mode, scale):
+    """Same parameter count, output shapes and (with our weights copied in) outputs as build_generator."""
+    from bench import torch_peer
+
+    ok, why = torch_peer.torch_available()
+    if not ok:
+        pytest.skip(f"PyTorch peer not testable: {why}")
+    import numpy as np
+
+    from ctpet_srgan.models import GeneratorConfig, build_generator
+
+    cfg = GeneratorConfig(scale=scale, filters=8, num_blocks=2, ct_mode=ct_mode)
+    keras_model = build_generator(cfg)
+    rng = np.random.default_rng(0)  # every weight random (the head and PReLU slopes start at zero)
+    keras_model.set_weights([rng.normal(0, 0.2, w.shape).astype(np.float32) for w in keras_model.get_weights()])
+    tm = torch_peer.build_torch_generator(cfg)
+    assert torch_peer.parameter_count(tm) == keras_model.count_params()
+    b, h = 2, 10
+    x = {"lr_pet": rng.uniform(0, 1, (b, h, h, 1)).astype(np.float32)}
+    if ct_mode == "s2d":
+        x["hr_ct"] = rng.uniform(0, 1, (b, h * scale, h * scale, 1)).astype(np.float32)
+    elif ct_mode == "lr":
+        x["lr_ct"] = rng.uniform(0, 1, (b, h, h, 1)).astype(np.float32)
+    want = keras_model(x, training=False)
+    ct = x.get("hr_ct", x.get("lr_ct"))
+    import torch
+
+    with torch.no_grad():
+        before = tm(torch_peer.to_nchw(x["lr_pet"]), torch_peer.to_nchw(ct))[0]
+    assert tuple(before.shape) == (b, 1, h * scale, h * scale)
+    torch_peer.load_keras_weights(tm, keras_model)
+    with torch.no_grad():
+        sr_pet, sr_ct = tm(torch_peer.to_nchw(x["lr_pet"]), torch_peer.to_nchw(ct))
+    np.testing.assert_allclose(sr_pet.permute(0, 2, 3, 1).numpy(), want["sr_pet"].numpy(), atol=1e-4)
+    assert not np.allclose(before.numpy(), sr_pet.numpy(), atol=1e-3)  # the copied weights made the difference
+    if ct_mode == "none":
+        assert sr_ct is None and "sr_ct" not in want
+    else:
+        np.testing.assert_allclose(sr_ct.permute(0, 2, 3, 1).numpy(), want["sr_ct"].numpy(), atol=1e-4)
+    # torch's own FLOP count of the convolutions equals TF's count of the model's convolutions (2 per multiply-add)
+    from bench.common import count_flops
+    import tensorflow as tf
+
+    fn = tf.function(lambda t: keras_model(t, training=False))
+    tf_flops = count_flops(fn.get_concrete_function({k: tf.constant(v) for k, v in x.items()}))
+    t_flops = torch_peer.conv_flops(tm, torch_peer.to_nchw(x["lr_pet"]), torch_peer.to_nchw(ct))
+    assert 0.9 * tf_flops < t_flops <= tf_flops  # TF also counts bias adds, PReLUs and adds
+
+
+def test_onnx_error_line():
+    from bench.onnx_peer import error_line
+
+    assert error_line("info\nValueError: bad op Foo\nlast line\n") == "ValueError: bad op Foo"
+    assert error_line("only\n  last  \n") == "last"
+    assert error_line("") == "(no output)"
 
 
 def test_tiny_run_counts_flops_consistently(tiny_result):
@@ -71,14 +154,17 @@ def test_read_flagfile(tmp_path):
 
 def test_check_targets_and_rescale():
     res = {"inference_fraction_of_reference": 0.8, "train_fraction_of_reference": 0.5, "pipeline_over_training": None,
-           "prep_2_workers_over_decode_1": 1.0, "generate_peak_rss_gib": 4.0, "inference_fraction_of_max_reference": 0.6,
+           "prep_2_workers_over_decode_1": 0.5, "generate_peak_rss_gib": 2.01, "inference_fraction_of_max_reference": 0.6,
+           "ours_over_torch_eager": 3.0,
            "inference": {"model_calls": [{"fraction": 0.4, "best_s": 2.0, "paired_share": 0.7}]}}
     t = bench_run.check_targets(res)
     assert t["inference_fraction_of_reference"]["met"] is True
     assert t["train_fraction_of_reference"]["met"] is False
     assert t["pipeline_over_training"]["met"] is None
     assert t["prep_2_workers_over_decode_1"]["met"] is True
-    assert t["generate_peak_rss_gib"]["met"] is False  # strictly under 4 GiB
+    assert t["ours_over_torch_eager"]["met"] is True  # >= 3x
+    assert t["inference_gpu_cfg_fraction_of_reference"]["met"] is None  # not measured
+    assert t["generate_peak_rss_gib"]["met"] is False  # at most 2 GiB
     bench_run.rescale(res, 100.0, 200.0)  # fractions of the max reference follow it; paired ones do not
     assert res["inference_fraction_of_max_reference"] == pytest.approx(0.3)
     assert res["inference_fraction_of_reference"] == 0.8

@@ -423,7 +423,8 @@ def tumour_reference(slices: list[dict]) -> dict | None:
     Returns:
         None when the study has no usable mask (none, empty, or slices with gaps); else mask, shell (background:
         10-20 mm from the tumour, inside the body), spacing_mm (slice, row, col), the HR PET's tumour_stats,
-        tumour_volume_ml and n_background_voxels.
+        tumour_volume_ml, n_background_voxels and peak_sphere_ml (the volume of the voxels the discrete 1 mL sphere
+        holds on this grid).
     """
     if not slices or not all("hr_mask" in s for s in slices):
         return None
@@ -434,8 +435,9 @@ def tumour_reference(slices: list[dict]) -> dict | None:
     body = np.stack([s["hr_ct"] for s in slices]) > BODY_HU
     shell = quantification.background_shell(mask, sp, body)
     stats = quantification.tumour_stats(np.stack([s["hr_pet"] for s in slices]), mask, sp, shell)
-    return dict(mask=mask, shell=shell, spacing_mm=sp, stats=stats,
-                tumour_volume_ml=float(mask.sum() * np.prod(sp) / 1000.0), n_background_voxels=int(shell.sum()))
+    voxel_ml = float(np.prod(sp)) / 1000.0
+    return dict(mask=mask, shell=shell, spacing_mm=sp, stats=stats, tumour_volume_ml=float(mask.sum()) * voxel_ml,
+                n_background_voxels=int(shell.sum()), peak_sphere_ml=len(quantification.sphere_offsets(sp)) * voxel_ml)
 
 
 def tumour_scores(sr_pet: np.ndarray, ref: dict) -> dict:
@@ -445,10 +447,12 @@ def tumour_scores(sr_pet: np.ndarray, ref: dict) -> dict:
         sr_pet: [n, H, W] SR PET (SUV) of the study's slices. ref: tumour_reference's output.
 
     Returns:
-        suvmax, suvmean, suvpeak, background_mean (SUV), tbr, and <key>_err = (method - HR) / HR for TUMOUR_KEYS.
+        suvmax, suvmean, suvpeak, background_mean (SUV), tbr, <key>_err = (method - HR) / HR for TUMOUR_KEYS and
+        abs_<key>_err = its magnitude.
     """
     st = quantification.tumour_stats(np.asarray(sr_pet, np.float64), ref["mask"], ref["spacing_mm"], ref["shell"])
     st.update({f"{k}_err": quantification.relative_error(st[k], ref["stats"][k]) for k in TUMOUR_KEYS})
+    st.update({f"abs_{k}_err": abs(st[f"{k}_err"]) for k in TUMOUR_KEYS})
     return st
 
 
@@ -499,10 +503,11 @@ def ct_ablation(real: dict[str, dict], water: dict[str, dict], model: str, seed:
     """The fused model with its real CT against the same model with water_ct, per study.
 
     Returns:
-        model, ablated (the water-CT entry's name), median_diff (median over studies of real - water per
-        PATIENT_KEYS), paired (mean difference with bootstrap 95% CI), and the water-CT entry's medians.
+        model, ablated (the water-CT entry's name), median_diff (median over studies of real - water of PATIENT_KEYS
+        and the |tumour errors|; negative |error| differences: the real CT helps), paired (mean difference with its
+        bootstrap 95% CI), and the water-CT entry's medians.
     """
-    keys = PATIENT_KEYS + tuple(f"{k}_err" for k in TUMOUR_KEYS)
+    keys = PATIENT_KEYS + tuple(f"abs_{k}_err" for k in TUMOUR_KEYS)
     keys = tuple(k for k in keys if all(k in r for r in list(real.values()) + list(water.values())))
     diffs = {k: [real[h][k] - water[h][k] for h in real if h in water] for k in keys}
     return dict(model=model, ablated=model + ABLATION_SUFFIX, ct="body (HR CT > -500 HU) = 0 HU, outside = -1000 HU",
@@ -745,7 +750,8 @@ def _check_scale(manifest: dict, models: dict[str, Any], data_dir) -> int:
     return scale
 
 
-def _figure_slice(slices: list[dict], per_slice: list[list[dict]], preds: dict, ref: dict | None) -> dict:
+def _figure_slice(slices: list[dict], per_slice: list[list[dict]], preds: dict, ref: dict | None,
+                  with_truth: bool = True) -> dict:
     """The slice to draw for a study: the centre slice of its largest scored lesion, else (with a tumour mask) the
     slice with the largest tumour area, else its middle slice."""
     cands = [(les["diameter_mm"], k, les) for k, ls in enumerate(per_slice) for les in ls if les["scored"]]
@@ -754,7 +760,8 @@ def _figure_slice(slices: list[dict], per_slice: list[list[dict]], preds: dict, 
         k = int(np.argmax(ref["mask"].sum(axis=(1, 2))))
     s = slices[k]
     fs = dict(lr_pet=s["lr_pet"], hr_pet=s["hr_pet"], hr_ct=s["hr_ct"], lesion=les,
-              spacing_mm=spacing_rc(s["hr_affine"]), preds={m: p["sr_pet"][k] for m, p in preds.items()})
+              spacing_mm=spacing_rc(s["hr_affine"]), preds={m: p["sr_pet"][k] for m, p in preds.items()},
+              hr_label="HR truth" if with_truth else "HR PET (clinical)")
     if ref is not None:
         fs["hr_mask"] = ref["mask"][k]
     return fs
@@ -809,14 +816,16 @@ def score_split(data_dir, manifest: dict, methods: dict[str, Any], cfg: dict, *,
                 st["tumour"][m][h] = tumour_scores(preds[m]["sr_pet"], ref)
         if ref is not None:
             st["references"][h] = dict(ref["stats"], tumour_volume_ml=ref["tumour_volume_ml"],
-                                       n_background_voxels=ref["n_background_voxels"], slices=len(slices))
+                                       n_background_voxels=ref["n_background_voxels"],
+                                       peak_sphere_ml=ref["peak_sphere_ml"], spacing_mm=list(ref["spacing_mm"]),
+                                       slices=len(slices))
         if ablate is not None:
             water = run_method(methods[ablate], slices, scale, batch_size, ct_hu=water_ct(slices))
             st["ablation"][h] = score_image_only(water, slices, cfg)
             if ref is not None:
                 st["ablation_tumour"][h] = tumour_scores(water["sr_pet"], ref)
         if len(st["fig_slices"]) < n_figures:
-            st["fig_slices"].append(_figure_slice(slices, per_slice, preds, ref))
+            st["fig_slices"].append(_figure_slice(slices, per_slice, preds, ref, with_truth))
     if st["data"]["n_studies"] == 0:
         raise ValueError(f"{data_dir}: split {split!r} has no slices")
     return st

@@ -47,7 +47,8 @@ def slice_panel(fig_dir: Path, n: int, fs: dict[str, Any], model: str, pet_range
     Args:
         fig_dir: folder of the figures. n: figure number (file slice_N.png).
         fs: one figure slice: lr_pet, hr_pet (SUV), hr_ct (HU), preds (method -> SR PET, SUV) and optionally
-            hr_mask (tumour mask, 1 inside), outlined on every PET panel.
+            hr_mask (tumour mask, 1 inside), outlined on every HR-grid PET panel, and hr_label (title of the HR
+            panel, default "HR truth").
         model: the method shown as the model. pet_range: grey-scale top in SUV. dpi: resolution.
 
     Returns:
@@ -59,7 +60,7 @@ def slice_panel(fig_dir: Path, n: int, fs: dict[str, Any], model: str, pet_range
     panels = [("LR PET", fs["lr_pet"]), ("bicubic", fs["preds"]["bicubic"])]
     if PET_ONLY in fs["preds"]:
         panels.append(("PET-only", fs["preds"][PET_ONLY]))
-    panels += [(model, fs["preds"][model]), ("HR truth", fs["hr_pet"])]
+    panels += [(model, fs["preds"][model]), (fs.get("hr_label", "HR truth"), fs["hr_pet"])]
     fig, axes = plt.subplots(1, len(panels) + 2, figsize=(2.6 * (len(panels) + 2), 2.9))
     mask = fs.get("hr_mask")
     for ax, (title, img) in zip(axes, panels):

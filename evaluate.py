@@ -6,8 +6,10 @@
 Written into --out: results.json (written last; its presence means the evaluation finished), results.md (tables)
 and figures/*.png. Models: anything `ctpet_srgan.inference.load_predictor` reads (a train_keras.py run dir, a
 .keras file beside run_config.json, a SavedModel export). Baselines always scored: bicubic and Lanczos-4 (OpenCV).
-What is scored and how: `ctpet_srgan/evaluation.py`; definitions: docs/metrics.md. A user error (missing or bad
-input, existing results) prints one line `PATH: problem` and exits with status 2.
+What is scored and how: `ctpet_srgan/evaluation.py`; definitions: docs/metrics.md. On a set with tumour masks
+(real patients) it adds per-patient tumour quantification, the CT ablation (--no_ct_ablation skips it) and the
+issue-11 targets, one "target met/missed (margin ...)" line each. A user error (missing or bad input, existing
+results) prints one line `PATH: problem` and exits with status 2.
 """
 
 from __future__ import annotations
@@ -72,6 +74,10 @@ def main(argv=None) -> int:
         print(str(e).splitlines()[0] if str(e) else type(e).__name__, file=sys.stderr)
         return 2
     print(f"{a.out}: {res['data']['n_studies']} studies, {res['data']['n_slices']} slices scored; see results.md")
+    for t in res.get("targets") or []:
+        verdict = {True: "met", False: "missed", None: "not measurable"}[t["met"]]
+        margin = "" if t["margin"] is None else f" (margin {t['margin']:+.4g})"
+        print(f"target {verdict}{margin}: {t['target']}")
     return 0
 
 

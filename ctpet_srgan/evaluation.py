@@ -393,7 +393,7 @@ def paired_bootstrap(a: dict[str, dict], b: dict[str, dict], keys, seed: int) ->
     """
     out = {}
     for key in keys:
-        diffs = [a[h][key] - b[h][key] for h in a if h in b]
+        diffs = [a[h].get(key, math.nan) - b[h].get(key, math.nan) for h in a if h in b]
         m, lo, hi = metrics.bootstrap_ci(diffs, n_boot=N_BOOT, seed=seed)
         out[key] = dict(mean=m, ci95=[lo, hi], n_studies=int(np.sum(np.isfinite(diffs))))
     return out
@@ -507,12 +507,20 @@ def ct_ablation(real: dict[str, dict], water: dict[str, dict], model: str, seed:
         and the |tumour errors|; negative |error| differences: the real CT helps), paired (mean difference with its
         bootstrap 95% CI), and the water-CT entry's medians.
     """
-    keys = PATIENT_KEYS + tuple(f"abs_{k}_err" for k in TUMOUR_KEYS)
-    keys = tuple(k for k in keys if all(k in r for r in list(real.values()) + list(water.values())))
-    diffs = {k: [real[h][k] - water[h][k] for h in real if h in water] for k in keys}
     return dict(model=model, ablated=model + ABLATION_SUFFIX, ct="body (HR CT > -500 HU) = 0 HU, outside = -1000 HU",
-                median_diff={k: _nanmedian(v) for k, v in diffs.items()},
-                paired=paired_bootstrap(real, water, keys, seed), medians=medians(water))
+                **compare_patients(real, water, seed), medians=medians(water))
+
+
+def compare_patients(a: dict[str, dict], b: dict[str, dict], seed: int) -> dict:
+    """Paired per-patient differences a - b of PATIENT_KEYS and the |tumour errors| (where either has them).
+
+    Returns:
+        {"median_diff": key -> median over patients, "paired": paired_bootstrap's mean and 95% CI}.
+    """
+    keys = PATIENT_KEYS + tuple(f"abs_{k}_err" for k in TUMOUR_KEYS)
+    keys = tuple(k for k in keys if any(k in r for r in list(a.values()) + list(b.values())))
+    diffs = {k: [a[h].get(k, math.nan) - b[h].get(k, math.nan) for h in a if h in b] for k in keys}
+    return dict(median_diff={k: _nanmedian(v) for k, v in diffs.items()}, paired=paired_bootstrap(a, b, keys, seed))
 
 
 TARGETS = dict(psnr_over_bicubic_db=1.5, suvmax_fraction_of_bicubic=0.5, suvmean_abs_error=0.02,
@@ -669,11 +677,11 @@ def _md_patients(p: dict) -> list[str]:
     return lines
 
 
-def _md_ablation(a: dict | None) -> list[str]:
+def _md_paired(title: str, a: dict | None) -> list[str]:
+    """A table of paired per-patient differences (compare_patients' output) under `title`."""
     if not a:
         return []
-    lines = ["", f"## CT ablation ({a['model']} with its real CT minus the same model with an uninformative CT:"
-             f" {a['ct']})", "", "| metric | median difference | mean difference | 95% CI | patients |",
+    lines = ["", f"## {title}", "", "| metric | median difference | mean difference | 95% CI | patients |",
              "|---|---|---|---|---|"]
     for k, v in a["paired"].items():
         lines.append(_row(k, _fmt(a["median_diff"][k], 4), _fmt(v["mean"], 4),
@@ -705,7 +713,15 @@ def results_markdown(res: dict) -> str:
     ]
     lines += _md_image_quality(m) + _md_lesions(m, st) + _md_fusion(m, res.get("fusion_gain"))
     if res.get("patients"):
-        lines += _md_patients(res["patients"]) + _md_ablation(res.get("ct_ablation"))
+        p, a = res["patients"], res.get("ct_ablation")
+        lines += _md_patients(p)
+        if p.get("fusion_gain"):
+            g = p["fusion_gain"]
+            lines += _md_paired(f"Fusion gain per patient ({g['fused']} minus {g['baseline']}; |errors|: negative ="
+                                " the CT-guided model is closer)", g)
+        if a:
+            lines += _md_paired(f"CT ablation ({a['model']} with its real CT minus the same model with an"
+                                f" uninformative CT: {a['ct']})", a)
         lines += _md_targets(res.get("targets") or [])
     lines += ["", "## Figures", ""] + [f"![{p}]({p})" for p in res.get("figures", [])]
     return "\n".join(lines) + "\n"
@@ -845,6 +861,9 @@ def patients_section(st: dict, sums: dict[str, dict], cfg: dict, fused: str, see
     rows = {m: patient_rows(sums[m], st["tumour"][m]) for m in sums}
     patients = dict(conventions=PATIENT_CONVENTIONS, n_studies_with_tumour_mask=len(st["references"]),
                     per_study=rows, median={m: medians(r) for m, r in rows.items()}, reference=st["references"])
+    if fused in rows and PET_ONLY in rows and fused != PET_ONLY:  # the fusion gain per patient, tumours included
+        patients["fusion_gain"] = dict(fused=fused, baseline=PET_ONLY, **compare_patients(rows[fused], rows[PET_ONLY],
+                                                                                          seed))
     if not st["ablation"] or fused not in rows:
         return patients, None
     water = patient_rows({h: study_summary(sc, cfg) for h, sc in st["ablation"].items()}, st["ablation_tumour"])

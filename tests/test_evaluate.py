@@ -308,8 +308,12 @@ def test_tumour_quantification_ablation_and_targets(tmp_path):
     assert suvmean["met"] is False and suvmean["margin"] == pytest.approx(-0.005, abs=1e-6)
     gain = [row for row in res["targets"] if "pet_only" in row["target"]][0]
     assert gain["met"] is False and gain["value"] == pytest.approx(0.0, abs=1e-6)  # same error as pet_only: no gain
+    pg = p["fusion_gain"]
+    assert pg["median_diff"]["psnr_pet_body"] == pytest.approx(0.0, abs=1e-6)
+    assert pg["paired"]["abs_suvmax_err"]["n_studies"] == 2
     md = (tmp_path / "out" / "results.md").read_text()
-    assert "## Per patient" in md and "## CT ablation" in md and "| missed |" in md and "| met |" in md
+    assert "## Fusion gain per patient" in md and "## Per patient" in md and "## CT ablation" in md
+    assert "| missed |" in md and "| met |" in md
     assert (tmp_path / "out" / "figures" / "slice_0.png").exists()
 
 

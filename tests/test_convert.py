@@ -9,7 +9,6 @@ import pydicom
 import pytest
 import tensorflow as tf
 
-from conftest import SHARED
 from ctpet_srgan import records
 from ctpet_srgan.errors import InputError
 from ctpet_srgan.geometry import Volume, axial_affine
@@ -17,6 +16,7 @@ from data_prep import convert as cv
 from data_prep import phantom as ph
 from data_prep.__main__ import main as cli
 from data_prep.inspect import inspect
+from tests.conftest import SHARED
 
 CFG = ph.PhantomConfig(fov_mm=128.0, pet_slices=6)  # PET 32x32x6 @ 4 mm, CT 128x128x12, truth 64x64x12
 
@@ -396,9 +396,8 @@ def test_a_failing_study_is_skipped_and_listed_by_hash_only(prepared, tmp_path):
 
 
 def test_an_rtstruct_gives_the_tumour_mask_on_the_hr_grid(phantoms, tmp_path, capsys):
-    from test_rtstruct import _write_rtstruct
-
     from ctpet_srgan.volume_io import read_volume
+    from tests.test_rtstruct import _write_rtstruct
 
     d = _one_case(phantoms, tmp_path)
     pet = read_volume(d / "pet")
@@ -471,3 +470,19 @@ def test_two_real_ibsi_studies_convert_with_their_tumour_masks(tmp_path):
     assert "STS" not in blob and str(root) not in blob
     for e in exs[:5]:
         assert b"STS" not in e["study"]
+
+
+def test_a_fine_ct_is_low_passed_before_it_is_resampled_onto_the_coarser_hr_grid(tmp_path):
+    """CT columns alternating +-500 HU every 1 mm, HR grid at 2 mm with its voxel centres on CT voxel centres:
+    plain resampling would keep one phase (all +500 or all -500 HU); the anti-aliasing Gaussian to the HR voxel
+    size leaves the mean (0 HU) with a small residual ripple."""
+    from ctpet_srgan.nifti_io import write_nifti
+
+    ct_arr = np.where(np.arange(96) % 2 == 0, 500.0, -500.0)[None, None, :].repeat(24, 0).repeat(96, 1)
+    ct = Volume(ct_arr.astype(np.float32), axial_affine((-47.5, -47.5, -2.0), (1.0, 1.0, 2.0)), "CT", "HU")
+    pet = Volume(np.ones((8, 20, 20), np.float32), axial_affine((-38.0, -38.0, 4.0), (4.0, 4.0, 4.0)), "PT", "SUVbw")
+    spec = cv.single_study(write_nifti(ct, tmp_path / "ct.nii.gz"), write_nifti(pet, tmp_path / "pet.nii.gz"))
+    res = cv.prepare_study(spec, cv.ConvertConfig(scale=2, counts_per_suv=0))
+    hr_ct = np.stack([records.parse_example(e)["hr_ct"].numpy()[..., 0] for e in res.examples])
+    assert res.summary["hr_spacing_mm"][:2] == [2.0, 2.0] and hr_ct.shape[1:] == (40, 40)
+    assert abs(float(hr_ct.mean())) < 60.0 and float(np.abs(hr_ct).max()) < 100.0

@@ -10,9 +10,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from conftest import SHARED
 from ctpet_srgan import rtstruct as rs
 from ctpet_srgan.errors import InputError
+from tests.conftest import SHARED
 
 REAL = SHARED / "data" / "real" / "ibsi_sts"
 

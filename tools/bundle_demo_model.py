@@ -32,7 +32,8 @@ LABEL = DEMO_LABEL  # kept for callers of the demo-only version
 KINDS: dict[str, dict[str, str]] = {
     "demo": {"label": DEMO_LABEL, "title": "Bundled demo model",
              "what": "Trained on synthetic phantoms only; its outputs say nothing about real patients.",
-             "data": "synthetic PET/CT phantoms (python -m data_prep phantom)", "scores_of": "held-out phantom studies"},
+             "data": "synthetic PET/CT phantoms (python -m data_prep phantom)",
+             "scores_of": "held-out phantom studies"},
     "real": {"label": REAL_LABEL, "title": "Bundled real-patient model",
              "what": "Trained on the 20 training studies of the IBSI soft-tissue-sarcoma FDG PET/CT set (TCIA"
                      " Soft-tissue-Sarcoma, Vallieres et al. 2015, as prepared by the IBSI; CC BY 3.0). The HR target"

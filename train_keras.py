@@ -50,6 +50,11 @@ flags.DEFINE_boolean("vgg_before_activation", True, "VGG features before the ReL
 flags.DEFINE_enum("adv_loss", "standard", ["standard", "relativistic"], "Adversarial loss.")
 flags.DEFINE_float("adv_weight", 1e-3, "Adversarial weight (SRGAN: 1e-3).")
 flags.DEFINE_float("ct_weight", 0.5, "Weight of the CT output's losses relative to PET.")
+# Robustness to a wrong or empty CT (ctpet_srgan/augment.py; training data only, off by default)
+flags.DEFINE_float("ct_shift_max_mm", 0.0, "Misregistration augmentation: shift each training CT in-plane by a"
+                   " random 0..this many mm (PET untouched).")
+flags.DEFINE_float("ct_dropout", 0.0, "CT dropout: probability of giving a training example the uninformative CT"
+                   " (body outline filled with water).")
 # Run
 flags.DEFINE_boolean("resume", False, "Continue from the latest checkpoint in --model_dir.")
 flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "multiworker", "tpu"], "tf.distribute strategy.")
@@ -120,7 +125,7 @@ def _main():
         adv_weight=F.adv_weight, ct_weight=F.ct_weight, d_filters=F.d_filters, checkpoint_every=F.checkpoint_every,
         keep_checkpoints=F.keep_checkpoints, log_every=F.log_every, eval_every=F.eval_every,
         eval_batches=F.eval_batches, seed=F.seed, jit_compile=F.xla, mixed_precision=F.mixed_precision,
-        data_resume=F.data_resume)
+        data_resume=F.data_resume, ct_shift_max_mm=F.ct_shift_max_mm, ct_dropout=F.ct_dropout)
 
     # VGG first, so that a missing weight file fails before any data preparation or training.
     vgg_model, vgg_label, vgg_key = None, "none (pixel + adversarial losses only)", "none"
@@ -161,7 +166,7 @@ def _main():
     def train_ds(seed: int):
         ds = pipeline.make_dataset(F.data_dir, "train", batch_size=cfg.batch_size, patch_size=cfg.patch_size,
                                    training=True, seed=seed, deterministic=F.deterministic, repeat=True,
-                                   cache=F.cache)
+                                   cache=F.cache, ct_shift_max_mm=cfg.ct_shift_max_mm, ct_dropout=cfg.ct_dropout)
         return ds
 
     has_val = info["examples"].get("val", 0) > 0

@@ -3,7 +3,8 @@
 Elements are dicts {'lr_pet', 'lr_ct', 'hr_pet', 'hr_ct'} of float32 [B, h, w, 1] (LR) and
 [B, h*s, w*s, 1] (HR) in normalised units (see normalization.py; constants from manifest.json).
 Random crops and flips/rotations are stateless functions of (seed, element index), so a training run's
-data order is a pure function of its seed: `skip(n)` reproduces an interrupted run exactly.
+data order is a pure function of its seed: `skip(n)` reproduces an interrupted run exactly. Training may also
+misregister the CT and drop it for the uninformative CT (`ctpet_srgan.augment`; off by default), drawn the same way.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from ctpet_srgan import records
+from ctpet_srgan import augment, records
 from ctpet_srgan.normalization import Normalization
 
 IMAGE_KEYS = ("lr_pet", "lr_ct", "hr_pet", "hr_ct")
@@ -68,6 +69,8 @@ def make_dataset(
     include_meta: bool = False,
     cache: bool = False,
     shuffle_buffer: int = 512,
+    ct_shift_max_mm: float = 0.0,
+    ct_dropout: float = 0.0,
 ) -> tf.data.Dataset:
     """Builds the dataset of `split` ("train", "val" or "test") of a prepared set.
 
@@ -75,6 +78,9 @@ def make_dataset(
     drop_remainder batches (what tf.distribute wants). Otherwise whole slices in file order
     (`include_meta` adds study, slice_index, hr_affine and has_truth). `deterministic` fixes the
     element order even with parallel reads/maps (slower); `cache` keeps parsed slices in memory.
+    Training only: `ct_shift_max_mm` > 0 shifts each slice's CT in-plane by a random 0..max mm, `ct_dropout` is
+    the probability of the uninformative CT instead (`augment.augment_ct`, on the whole slice before the crop;
+    the PET is untouched).
     """
     manifest = records.read_manifest(data_dir)
     files = records.shard_paths(data_dir, manifest, split)
@@ -84,6 +90,12 @@ def make_dataset(
     if training and not patch_size:
         raise ValueError("make_dataset(training=True) needs a patch_size (LR pixels)")
     seed = 0 if seed is None else int(seed)
+    if ct_shift_max_mm < 0 or not 0.0 <= ct_dropout <= 1.0:
+        raise ValueError(f"ct_shift_max_mm must be >= 0 and ct_dropout in [0, 1], got {ct_shift_max_mm}, {ct_dropout}")
+    if (ct_shift_max_mm or ct_dropout) and not training:
+        raise ValueError("CT misregistration / dropout augment training data only (training=True)")
+    ct_aug = bool(ct_shift_max_mm or ct_dropout)
+    levels = augment.ct_levels(norm)
 
     options = tf.data.Options()
     options.deterministic = bool(deterministic or not training)
@@ -108,6 +120,14 @@ def make_dataset(
         ds = ds.repeat()
     if training:
         ds = ds.enumerate()
+        if ct_aug:
+            def _ct(i, ex):
+                s = tf.random.experimental.stateless_fold_in(tf.stack([tf.cast(seed, tf.int64), i]), 1)
+                sp = augment.spacing_from_affine(ex["hr_affine"])
+                return i, augment.augment_ct(ex, s, scale=scale, spacing_mm=sp, max_shift_mm=ct_shift_max_mm,
+                                             dropout=ct_dropout, levels=levels)
+
+            ds = ds.map(_ct, num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.map(
             lambda i, ex: random_patch(ex, scale, patch_size, tf.stack([tf.cast(seed, tf.int64), i])),
             num_parallel_calls=tf.data.AUTOTUNE,

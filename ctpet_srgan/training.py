@@ -72,6 +72,8 @@ class TrainConfig:
     jit_compile: bool = False
     mixed_precision: str = ""
     data_resume: str = "skip"
+    ct_shift_max_mm: float = 0.0  # training CT misregistration: random in-plane shift of 0..this mm (augment.py)
+    ct_dropout: float = 0.0  # training CT dropout: probability of the uninformative CT (augment.py)
 
     def __post_init__(self):
         if self.pixel_loss not in losses.PIXEL_LOSSES:
@@ -84,6 +86,9 @@ class TrainConfig:
             raise ValueError(f"data_resume must be 'skip' or 'reseed', got {self.data_resume!r}")
         if min(self.pretrain_steps, self.gan_steps) < 0 or self.batch_size < 1:
             raise ValueError("steps must be >= 0 and batch_size >= 1")
+        if self.ct_shift_max_mm < 0 or not 0.0 <= self.ct_dropout <= 1.0:
+            raise ValueError(f"ct_shift_max_mm must be >= 0 and ct_dropout in [0, 1], got {self.ct_shift_max_mm},"
+                             f" {self.ct_dropout}")
 
     @property
     def effective_pixel_weight(self) -> float:

@@ -72,3 +72,34 @@ def test_works_with_distribute_dataset(tiny):
     dist = strategy.experimental_distribute_dataset(ds)
     b = next(iter(dist))
     assert b["hr_ct"].shape == (2, 8, 8, 1)
+
+
+def _train(tiny, **kw):
+    ds = pipeline.make_dataset(tiny, "train", batch_size=2, patch_size=5, training=True, seed=4, deterministic=True,
+                               repeat=True, **kw)
+    return list(ds.take(4).as_numpy_iterator())
+
+
+def test_ct_augmentation_is_off_by_default_and_changes_only_the_ct(tiny):
+    plain, default = _train(tiny), _train(tiny, ct_shift_max_mm=0.0, ct_dropout=0.0)
+    for a, b in zip(plain, default):
+        for k in pipeline.IMAGE_KEYS:
+            np.testing.assert_array_equal(a[k], b[k])
+    dropped = _train(tiny, ct_dropout=1.0)  # the tiny set is all tissue: the uninformative CT is water everywhere
+    shifted = _train(tiny, ct_shift_max_mm=6.0)
+    for a, d, s in zip(plain, dropped, shifted):
+        for k in ("lr_pet", "hr_pet"):
+            np.testing.assert_array_equal(a[k], d[k])
+            np.testing.assert_array_equal(a[k], s[k])
+        np.testing.assert_allclose(DEFAULT.ct_from_norm(d["hr_ct"]), 0.0, atol=1e-3)
+        np.testing.assert_allclose(DEFAULT.ct_from_norm(d["lr_ct"]), 0.0, atol=1e-3)
+        # HR and LR CT stay consistent after the shift (LR = area average of HR)
+        np.testing.assert_allclose(s["lr_ct"], tf.nn.avg_pool2d(s["hr_ct"], 2, 2, "VALID").numpy(), atol=1e-5)
+    assert any(not np.allclose(a["hr_ct"], s["hr_ct"]) for a, s in zip(plain, shifted))
+
+
+def test_ct_augmentation_is_refused_outside_training(tiny):
+    with pytest.raises(ValueError, match="training"):
+        pipeline.make_dataset(tiny, "val", batch_size=2, ct_dropout=0.5)
+    with pytest.raises(ValueError, match="ct_dropout"):
+        pipeline.make_dataset(tiny, "train", batch_size=2, patch_size=4, training=True, ct_dropout=2.0)

@@ -29,6 +29,9 @@ flags.mark_flags_as_required(["export_dir", "version"])
 
 def main(argv):
     del argv
+    from ctpet_srgan.tf_quiet import import_tensorflow
+
+    import_tensorflow()  # without the start-up lines that are not errors
     from ctpet_srgan.export import export_savedmodel
     from ctpet_srgan.inference import load_generator
 

@@ -192,15 +192,17 @@ def check_outputs_free(paths: list[Path], overwrite: bool) -> None:
             raise GenerateError(f"{p.parent}: output folder does not exist")
 
 
-def save_fused_png(path: Path, ct_hu: np.ndarray, pet_suv: np.ndarray, title: str, spacing_mm=(1.0, 1.0)) -> None:
-    """Fused PET-over-CT figure with an SUV colour bar, written atomically."""
+def save_fused_png(path: Path, ct_hu: np.ndarray, pet_suv: np.ndarray, title: str, spacing_mm=(1.0, 1.0),
+                   direction: np.ndarray | None = None) -> None:
+    """Fused PET-over-CT figure with an SUV colour bar, a mm scale bar and (given `direction`, the Volume's 3x3
+    LPS axes) orientation letters at the edges; written atomically. spacing_mm: (column, row) pixel size."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from ctpet_srgan.atomic import atomic_path
-    from ctpet_srgan.fusion import fuse_rgb
+    from ctpet_srgan.fusion import fuse_rgb, orientation_labels, scale_bar_mm
 
     suv_max = max(float(np.percentile(pet_suv, 99.5)), 1.0)
     rgb = fuse_rgb(ct_hu, pet_suv, suv_max=suv_max)
@@ -209,6 +211,17 @@ def save_fused_png(path: Path, ct_hu: np.ndarray, pet_suv: np.ndarray, title: st
     ax.imshow(rgb, aspect=spacing_mm[1] / spacing_mm[0])
     ax.set_axis_off()
     ax.set_title(title, fontsize=8)
+    bar = scale_bar_mm(w * spacing_mm[0])
+    x0, y0 = 0.04 * w, 0.95 * h
+    ax.plot([x0, x0 + bar / spacing_mm[0]], [y0, y0], color="white", linewidth=3, solid_capstyle="butt")
+    ax.text(x0, y0 - 0.02 * h, f"{bar:g} mm", color="white", fontsize=8, va="bottom")
+    if direction is not None:
+        where = {"left": (0.01, 0.5, "left", "center"), "right": (0.99, 0.5, "right", "center"),
+                 "top": (0.5, 0.99, "center", "top"), "bottom": (0.5, 0.01, "center", "bottom")}
+        for edge, letter in orientation_labels(direction).items():
+            x, y, ha, va = where[edge]
+            ax.text(x, y, letter, transform=ax.transAxes, color="yellow", fontsize=11, fontweight="bold",
+                    ha=ha, va=va)
     sm = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0.0, suv_max), cmap="hot")
     fig.colorbar(sm, ax=ax, fraction=0.046, pad=0.04).set_label("SUVbw (g/mL)")
     with atomic_path(path) as tmp:
@@ -369,7 +382,8 @@ def write_outputs(kind: str, out: Path, sr_pet, sr_ct, opts: Options, *, is_2d: 
             k = opts.slice if opts.slice is not None else int(np.argmax(peaks))  # default: the hottest slice
             pet_img, ct_img, where = sr_pet.array[k], sr_ct.array[k], f"slice {k}"
         title = f"SR PET over CT ({where})\n" + (DEMO_LABEL.upper() if demo else f"model: {label}")
-        save_fused_png(out, ct_img, pet_img, title, sr_pet.spacing_mm[:2])
+        save_fused_png(out, ct_img, pet_img, title, sr_pet.spacing_mm[:2],
+                       direction=None if is_2d else sr_pet.direction)  # a 2-D input has no known orientation
     elif kind == "dicom":
         description = DEMO_SERIES_DESCRIPTION if demo else SERIES_DESCRIPTION
         parent = out.parent
@@ -439,6 +453,9 @@ def main(argv):
         print(f"generate: error: missing --{', --'.join(missing)}", file=sys.stderr)
         return 2
     opts = Options(**{f.name: getattr(F, f.name) for f in dataclasses.fields(Options)})
+    from ctpet_srgan.tf_quiet import import_tensorflow
+
+    import_tensorflow()  # without the start-up lines that are not errors (cuInit on a CPU machine, oneDNN)
     try:
         written = generate(F.input_ct, F.input_pet, F.output_path, F.model, opts)
     except (GenerateError, InputError, FileNotFoundError, FileExistsError, ValueError) as e:

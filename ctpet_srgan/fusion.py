@@ -40,3 +40,32 @@ def fuse_rgb(
     a = (alpha * p)[..., None]
     rgb = (1.0 - a) * grey + a * colour
     return np.round(rgb * 255.0).astype(np.uint8)
+
+
+_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # LPS axes x, y, z: (negative end, positive end)
+
+
+def axis_letter(vector) -> str:
+    """The patient direction (R/L, A/P, I/S in LPS) a direction vector mostly points to; two letters for an
+    oblique axis whose second component is at least half the first (e.g. "LP")."""
+    v = np.asarray(vector, np.float64)
+    order = np.argsort(-np.abs(v))
+    letters = [_LETTERS[a][int(v[a] > 0)] for a in order[:2] if abs(v[a]) > 0]
+    if len(letters) == 2 and abs(v[order[1]]) < 0.5 * abs(v[order[0]]):
+        letters = letters[:1]
+    return "".join(letters)
+
+
+def orientation_labels(direction: np.ndarray) -> dict[str, str]:
+    """Letters for the four edges of an image shown with columns (axis i) left to right and rows (axis j) top to
+    bottom. direction: 3x3, columns the LPS unit vectors of the i, j (and k) axes (Volume.direction)."""
+    d = np.asarray(direction, np.float64)
+    return {"left": axis_letter(-d[:, 0]), "right": axis_letter(d[:, 0]),
+            "top": axis_letter(-d[:, 1]), "bottom": axis_letter(d[:, 1])}
+
+
+def scale_bar_mm(width_mm: float) -> float:
+    """A round scale-bar length (1, 2, 5 x 10^n mm) of about a fifth of `width_mm`."""
+    target = max(float(width_mm) / 5.0, 1e-3)
+    base = 10.0 ** np.floor(np.log10(target))
+    return float(max(m * base for m in (1, 2, 5) if m * base <= target))

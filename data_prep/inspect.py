@@ -11,14 +11,23 @@ from data_prep.convert import prepared_studies
 
 
 def _count_records(path: Path, compression: str) -> int:
-    import tensorflow as tf
+    from ctpet_srgan.tf_quiet import import_tensorflow
+
+    tf = import_tensorflow()
 
     return sum(1 for _ in tf.data.TFRecordDataset(str(path), compression_type=compression))
 
 
 def inspect(data_dir: str | Path, *, verify: bool = False) -> dict[str, Any]:
-    """Summary of DATA_DIR. `verify` also counts the records in every shard against the manifest."""
+    """Summary of DATA_DIR. `verify` also counts the records in every shard against the manifest (and says so
+    in "verified"). InputError if DATA_DIR does not exist or is not a folder."""
+    from ctpet_srgan.errors import InputError
+
     d = Path(data_dir)
+    if not d.exists():
+        raise InputError(d, "does not exist")
+    if not d.is_dir():
+        raise InputError(d, "is not a folder (give the --out folder of data_prep convert)")
     if not (d / records.MANIFEST).exists():
         done = prepared_studies(d)
         return {"dir": str(d), "complete": False, "prepared_studies": len(done),
@@ -26,6 +35,7 @@ def inspect(data_dir: str | Path, *, verify: bool = False) -> dict[str, Any]:
     m = records.read_manifest(d)
     problems = []
     splits = {}
+    counted = {"shards": 0, "records": 0}
     for split, s in m["splits"].items():
         for sh in s["shards"]:
             p = d / sh["file"]
@@ -33,6 +43,8 @@ def inspect(data_dir: str | Path, *, verify: bool = False) -> dict[str, Any]:
                 problems.append(f"{sh['file']}: missing")
             elif verify:
                 n = _count_records(p, m.get("compression", ""))
+                counted["shards"] += 1
+                counted["records"] += n
                 if n != sh["examples"]:
                     problems.append(f"{sh['file']}: {n} records, manifest says {sh['examples']}")
         if sum(sh["examples"] for sh in s["shards"]) != s["examples"]:
@@ -57,6 +69,8 @@ def inspect(data_dir: str | Path, *, verify: bool = False) -> dict[str, Any]:
         "degradation": m.get("degradation", {}),
         "normalization": m.get("normalization", {}),
         "problems": problems,
+        "verified": (f"read every record of {counted['shards']} shards ({counted['records']} records) and compared "
+                     "the counts with the manifest") if verify else None,
     }
 
 
@@ -75,5 +89,7 @@ def format_report(info: dict[str, Any]) -> str:
     for split, s in info["splits"].items():
         lines.append(f"  {split:5s}: {s['studies']} studies, {s['examples']} slices in {s['shards']} shards")
     lines.append(f"  degradation: {json.dumps(info['degradation'], sort_keys=True)}")
+    if info.get("verified"):
+        lines.append(f"  verified: {info['verified']}")
     lines += [f"  problem: {p}" for p in info["problems"]]
     return "\n".join(lines)

@@ -309,3 +309,23 @@ def test_derived_series_description_fits_lo(tmp_path):
     vol = Volume(np.zeros((1, 4, 4), np.float32), np.eye(4), "CT", "HU")
     [p] = write_series(vol, tmp_path / "s", study=_series.study(), series_number=1, series_description="x" * 70)
     assert pydicom.dcmread(p).SeriesDescription == "x" * 64
+
+
+def test_fused_png_has_orientation_letters_and_a_scale_bar(tmp_path):
+    ct = np.full((64, 64), -1000.0, np.float32)  # black CT, no uptake: only annotations are not black
+    pet = np.zeros((64, 64), np.float32)
+    generate.save_fused_png(tmp_path / "plain.png", ct, pet, "t", (2.0, 2.0))
+    generate.save_fused_png(tmp_path / "axial.png", ct, pet, "t", (2.0, 2.0), direction=np.eye(3))
+    plain, axial = (cv2.imread(str(tmp_path / n), cv2.IMREAD_COLOR) for n in ("plain.png", "axial.png"))
+    assert plain.shape == axial.shape
+    yellow = lambda img: ((img[..., 2] > 200) & (img[..., 1] > 200) & (img[..., 0] < 80)).sum()  # noqa: E731
+    assert yellow(axial) > yellow(plain) + 30  # the four letters R, L, A, P
+    # the white scale bar (128 mm wide image -> 20 mm bar) in the lower left of the image
+    black = plain.max(axis=-1) < 10
+    xs = np.flatnonzero(black.mean(axis=0) > 0.5)  # columns of the image area (not the colour bar)
+    ys = np.flatnonzero(black[:, xs].mean(axis=1) > 0.5)
+    inside = plain[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1]  # the image area (black CT)
+    white = inside.min(axis=-1) > 240
+    bar_rows = np.flatnonzero(white.sum(axis=1) > 0.1 * inside.shape[1])
+    assert bar_rows.size > 0 and bar_rows.min() > inside.shape[0] * 0.8  # a horizontal bar near the bottom
+    assert white[bar_rows[0]].sum() == pytest.approx(inside.shape[1] * 20 / 128, rel=0.2)  # 20 of 128 mm

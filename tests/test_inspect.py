@@ -23,7 +23,10 @@ def test_phantom_convert_inspect_info_from_the_command_line(tmp_path, capsys):
     assert cli(["phantom", "--out", str(ph), "--cases", "1", "--seed", "2", "--fov_mm", "64", "--pet_slices", "3",
                 "--compress", "rle"]) == 0
     assert sorted(p.name for p in (ph / "case_000").iterdir()) == ["ct", "lesions.json", "pet", "pet_truth"]
-    assert cli(["inspect", str(out)]) == 1  # nothing there yet
+    assert cli(["inspect", str(out)]) == 2  # nothing there yet
+    assert "does not exist" in capsys.readouterr().err
+    out.mkdir()
+    assert cli(["inspect", str(out)]) == 1  # there, but unfinished
     assert "INCOMPLETE" in capsys.readouterr().out
     assert cli(["convert", "--studies", str(ph), "--out", str(out), "--scale", "4", "--compression", "GZIP",
                 "--shard_size", "2"]) == 0
@@ -56,3 +59,41 @@ def test_inspect_reports_missing_and_miscounted_shards(tmp_path):
     assert not bad["complete"] and any("1 records, manifest says 2" in p for p in bad["problems"])
     (tmp_path / first).unlink()
     assert any("missing" in p for p in inspect(tmp_path)["problems"])
+
+
+def test_inspect_missing_dir_and_verify_says_what_it_checked(tmp_path, capsys):
+    assert cli(["inspect", str(tmp_path / "nonexistent")]) == 2
+    assert capsys.readouterr().err.strip() == f"{tmp_path / 'nonexistent'}: does not exist"
+    sys.path.insert(0, str(ROOT / "tests"))
+    from _tiny_set import write_tiny_set
+
+    write_tiny_set(tmp_path / "set", studies=3, slices=2)
+    assert cli(["inspect", str(tmp_path / "set"), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "verified: read every record of" in out and "(6 records)" in out
+    assert cli(["inspect", str(tmp_path / "set")]) == 0
+    assert "verified" not in capsys.readouterr().out
+
+
+def test_tf_start_up_noise_is_filtered_but_other_lines_kept():
+    from ctpet_srgan.tf_quiet import filter_noise
+
+    text = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+            "I0000 00:00:1.2 1 port.cc:153] oneDNN custom operations are on. You may see ...\n"
+            "E0000 00:00:1.3 1 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error\n"
+            "I0000 00:00:1.4 1 cpu_feature_guard.cc:227] This TensorFlow binary is optimized ...\n"
+            "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow ...\n"
+            "E0000 00:00:1.5 1 some_kernel.cc:1] a real error\n")
+    assert filter_noise(text) == "E0000 00:00:1.5 1 some_kernel.cc:1] a real error\n"
+
+
+def test_programs_start_without_tf_noise(tmp_path):
+    """What a user sees from a program that imports TensorFlow: no cuInit / oneDNN / absl banner lines."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    r = subprocess.run([sys.executable, "-c", "from ctpet_srgan.tf_quiet import import_tensorflow as i; "
+                        "tf = i(); print(tf.constant(2) * 3)"], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "6" in r.stdout
+    for noise in ("cuInit", "oneDNN", "InitializeLog", "cuda drivers"):
+        assert noise not in r.stderr, r.stderr

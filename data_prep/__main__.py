@@ -2,6 +2,7 @@
 
   phantom  --out DIR --cases N --seed S     synthetic PET/CT studies as DICOM (+ HR PET truth, lesions.json)
   convert  --out DIR (--studies ROOT | --ct PATH --pet PATH)   sharded TFRecords + manifest.json
+           [--runner local|direct|<Beam runner> [Beam pipeline options]]   local process pool (default) or Beam
   inspect  DIR                              what a prepared set holds
   info     PATH                             what the reader makes of one DICOM/NIfTI input
 Errors in the input print one line "PATH: problem" on stderr and exit with code 2.
@@ -42,7 +43,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="guided: CT can be right or wrong (heterogeneity, CT-only structures, PET-only lesions,"
                          " misregistration, scanner variety; see data_prep/phantom.py)")
 
-    cv = sub.add_parser("convert", help="prepare sharded TFRecords + manifest.json")
+    cv = sub.add_parser("convert", help="prepare sharded TFRecords + manifest.json", allow_abbrev=False,
+                        epilog="Options it does not know (or all after `--`) go to Beam's PipelineOptions when"
+                               " --runner is not local, e.g. --runner=direct --direct_num_workers=2"
+                               " --direct_running_mode=multi_processing; Beam: pip install -r requirements-beam.txt")
     cv.add_argument("--out", required=True)
     cv.add_argument("--studies", help="a tree of DICOM studies (CT and PET paired by study and frame of reference)")
     cv.add_argument("--ct", help="one study: CT series folder, DICOM file or NIfTI")
@@ -61,7 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     cv.add_argument("--no_truth_fwhm_mm", type=float, default=4.0, help="extra blur of a clinical PET for its LR")
     cv.add_argument("--counts_per_suv", type=float, default=40.0, help="LR noise: counts per LR voxel per SUV; 0: none")
     cv.add_argument("--seed", type=int, default=0)
-    cv.add_argument("--workers", type=int, default=1)
+    cv.add_argument("--workers", type=int, default=1,
+                    help="local: processes of the pool; direct: Beam worker processes (unless Beam options say)")
+    cv.add_argument("--runner", default="local",
+                    help="local (process pool), direct (Beam's local runner) or a Beam runner: DataflowRunner,"
+                         " FlinkRunner, SparkRunner, PortableRunner, ...")
     cv.add_argument("--shard_size", type=int, default=256, help="examples (slices) per shard")
     cv.add_argument("--compression", default="none", choices=["GZIP", "gzip", "none"])
     cv.add_argument("--val_fraction", type=float, default=0.1)
@@ -99,9 +107,15 @@ def _phantom(a) -> int:
     return 0
 
 
-def _convert(a) -> int:
+def _convert(a, beam_args: Sequence[str] = ()) -> int:
     from data_prep.convert import ConvertConfig, convert, discover_studies, single_study
 
+    if a.runner != "local":
+        from data_prep.beam_pipeline import MISSING, beam_available
+
+        if not beam_available():
+            print(f"convert --runner={a.runner}: {MISSING}", file=sys.stderr)
+            return 2
     if bool(a.studies) == bool(a.ct or a.pet) or (not a.studies and not (a.ct and a.pet)):
         print("convert: give either --studies ROOT, or --ct PATH and --pet PATH", file=sys.stderr)
         return 2
@@ -131,9 +145,14 @@ def _convert(a) -> int:
         hr = median_pet_spacing(specs)
         print(f"HR in-plane spacing: {hr:g} mm, the median PET in-plane spacing of {len(specs)} studies")
     cfg = dataclasses.replace(cfg, hr_spacing_mm=hr)
-    convert(specs, a.out, cfg, workers=a.workers, shard_size=a.shard_size, compression=a.compression,
-            val_fraction=a.val_fraction, test_fraction=a.test_fraction, split_seed=a.split_seed,
-            strict=a.strict, overwrite=a.overwrite)
+    kw = dict(workers=a.workers, shard_size=a.shard_size, compression=a.compression, val_fraction=a.val_fraction,
+              test_fraction=a.test_fraction, split_seed=a.split_seed, strict=a.strict, overwrite=a.overwrite)
+    if a.runner == "local":
+        convert(specs, a.out, cfg, **kw)
+    else:
+        from data_prep.beam_pipeline import convert_beam
+
+        convert_beam(specs, a.out, cfg, runner=a.runner, pipeline_args=beam_args, log=print, **kw)
     return 0
 
 
@@ -151,11 +170,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from data_prep.info import main as info_main
 
         return info_main(argv[1:])
-    a = _parser().parse_args(argv)
+    parser = _parser()
+    a, extra = parser.parse_known_args(argv)  # what the convert parser does not know goes to Beam
+    extra = [x for x in extra if x != "--"]
+    if extra and (a.command != "convert" or a.runner == "local"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}"
+                     + (" (Beam pipeline options need --runner=direct or another Beam runner)"
+                        if a.command == "convert" else ""))
     from ctpet_srgan.errors import InputError
 
     try:
-        return {"phantom": _phantom, "convert": _convert, "inspect": _inspect}[a.command](a)
+        if a.command == "convert":
+            return _convert(a, extra)
+        return {"phantom": _phantom, "inspect": _inspect}[a.command](a)
     except (InputError, ValueError, FileNotFoundError, FileExistsError) as e:
         print(str(e).replace("\n", " "), file=sys.stderr)
         return 2

@@ -1,25 +1,29 @@
 """`python -m data_prep convert ... --runner=direct|<Beam runner>`: the preparation as an Apache Beam pipeline.
 
 One code path with the local process pool: every study goes through the same pure `convert.prepare_study`; the
-splits are `convert.assign_splits` of all the run's study hashes; the shards follow `convert.shard_layout` (shard i of
+splits are `convert.assign_splits` of the prepared studies' hashes; the shards follow `convert.shard_layout` (shard i of
 a split holds its examples i*shard_size.. in (study hash, slice index) order) and the manifest is
 `convert.build_manifest`. So a Beam run gives the local runner's set record for record (and shard for shard).
 
     Create(specs) | Reshuffle | FlatMap(prepare_study)  -> slices (hash, k, bytes) + studies {summary | error}
-    studies -> slice counts -> side input: the shard layout
+    studies -> slice counts -> side input: the splits and the shard layout
     slices -> (shard file, (index, bytes)) | GroupByKey | write each shard (temp + rename, by a worker)
     studies + written shards -> OUT/.beam/<run>/results*.jsonl (read back by the driver)
 
-The driver writes manifest.json LAST, only when the pipeline finished, no study failed and the shards written are
-exactly the planned ones; a failed or partial run leaves no manifest. A study that fails on a worker is caught there
-(as by the local runner), reported by its hash, and the other studies still run. Shards are not written through
-`beam.io.WriteToTFRecord`: its shard count is fixed when the pipeline is built, before the example counts are known,
-and it puts records in shards in no set order, so neither the local runner's layout nor the manifest's per-shard
-counts would follow. Apache Beam is an optional extra (requirements-beam.txt); this module imports it lazily.
+The driver writes manifest.json LAST, only when the pipeline finished and the shards written are exactly the
+planned ones; a failed or partial run leaves no manifest. A study that fails on a worker is caught there, so it
+neither fails nor retries the run: as with the local runner it is reported by its hash and skipped (the manifest's
+`skipped`), and only when every study fails, or any with `strict`, is the run an error (no manifest, no shards).
+
+Shards are not written through `beam.io.WriteToTFRecord`: its shard count is fixed when the pipeline is built, before
+the example counts are known, and it puts records in shards in no set order, so neither the local runner's layout
+nor the manifest's per-shard counts would follow. Apache Beam is an optional extra (requirements-beam.txt); this
+module imports it lazily, so data_prep imports without it.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
@@ -29,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ctpet_srgan import records
-from ctpet_srgan.atomic import write_json_atomic
+from ctpet_srgan.atomic import atomic_path, write_json_atomic
 from ctpet_srgan.errors import InputError
 from data_prep import convert
 from data_prep.convert import ConvertConfig, StudySpec
@@ -68,21 +72,25 @@ def prepare_elements(spec: StudySpec, cfg: ConvertConfig) -> Iterator[Any]:
         res = convert.prepare_study(spec, cfg)
     except Exception as e:  # noqa: BLE001 - reported by hash in the run's summary, other studies are kept
         _LOG.warning("study %s: FAILED: %s", spec.key, e)
-        yield pvalue.TaggedOutput(_STUDY, {"study": spec.key, "error": str(e)})
+        problem = e.problem if isinstance(e, InputError) else str(e)  # the manifest's, without paths
+        yield pvalue.TaggedOutput(_STUDY, {"study": spec.key, "error": str(e), "problem": problem})
         return
     yield pvalue.TaggedOutput(_STUDY, {"study": spec.key, "summary": res.summary})
     for k, ex in enumerate(res.examples):
         yield spec.key, k, ex
 
 
-def shard_plan(slices: dict[str, int], split_of: dict[str, str], shard_size: int,
-               compression: str) -> tuple[dict[str, tuple[str, int]], dict[str, list[str]]]:
-    """The layout as lookups: study hash -> (split, index of its first example in the split); split -> shard files.
+def shard_plan(slices: dict[str, int], val_fraction: float, test_fraction: float, split_seed: int | None,
+               shard_size: int, compression: str) -> tuple[dict[str, tuple[str, int]], dict[str, list[str]]]:
+    """The splits and shard layout as lookups: study hash -> (split, index of its first example in the split);
+    split -> its shard files.
 
     Args:
-        slices: prepared study hash -> its number of examples; split_of: hash -> split (of all the run's studies).
+        slices: prepared study hash -> its number of examples (the studies that failed are not in it).
     """
-    layout = convert.shard_layout(sorted(slices), slices, split_of, shard_size, compression)
+    keys = sorted(slices)
+    split_of = convert.assign_splits(keys, val_fraction, test_fraction, split_seed, log=lambda s: None)
+    layout = convert.shard_layout(keys, slices, split_of, shard_size, compression)
     first, files = {}, {}
     for split, s in layout.items():
         files[split] = [sh["file"] for sh in s["shards"]]
@@ -102,11 +110,29 @@ def to_shard(element: tuple[str, int, bytes], plan, shard_size: int) -> tuple[st
     return files[split][i // shard_size], (i, ex)
 
 
+def write_tfrecord(path: Path, examples: Iterable[bytes], compression: str = "") -> None:
+    """A TFRecord file (GZIP or not) written atomically with Beam's TFRecord encoder, not TensorFlow's: a worker
+    that imports TensorFlow spends seconds on it (19 s on the loaded 2-core machine here) for nothing else.
+    Uncompressed, the bytes are TensorFlow's (the format is fixed); gzip: the same records, another gzip header."""
+    from apache_beam.io.tfrecordio import _TFRecordUtil  # crc32c from google-crc32c (requirements-beam.txt)
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
+        if compression == "GZIP":
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:  # leaves `raw` open
+                for ex in examples:
+                    _TFRecordUtil.write_record(f, ex)
+        else:
+            for ex in examples:
+                _TFRecordUtil.write_record(raw, ex)
+        raw.flush()
+        os.fsync(raw.fileno())
+
+
 def write_shard(item: tuple[str, Iterable[tuple[int, bytes]]], out: str, compression: str) -> dict[str, Any]:
     """Writes one shard (its examples in split order) atomically into OUT; returns {"shard": name, "examples": n}."""
     name, indexed = item
     examples = [ex for _, ex in sorted(indexed, key=lambda t: t[0])]
-    convert._write_tfrecord(Path(out) / name, examples, compression)
+    write_tfrecord(Path(out) / name, examples, compression)
     return {"shard": name, "examples": len(examples)}
 
 
@@ -117,6 +143,8 @@ def _options(runner: str, pipeline_args: Sequence[str], workers: int):
     args = list(pipeline_args)
     if _is_direct(runner) and workers > 1 and not any(a.startswith("--direct_num_workers") for a in args):
         args += ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+    if _is_direct(runner) and not any(a.startswith("--default_sdk_harness_log_level") for a in args):
+        args += ["--default_sdk_harness_log_level=WARNING"]  # local worker processes: no INFO chatter on stderr
     if not _is_direct(runner):
         args += [f"--runner={runner}"]
     return PipelineOptions(args)
@@ -138,8 +166,9 @@ def _direct_runner(options):
     return fn_runner.FnApiRunner(provision_info=info)
 
 
-def build_pipeline(p, specs: Sequence[StudySpec], cfg: ConvertConfig, out: str, results_prefix: str,
-                   split_of: dict[str, str], shard_size: int, compression: str) -> None:
+def build_pipeline(p, specs: Sequence[StudySpec], cfg: ConvertConfig, out: str, results_prefix: str, *,
+                   val_fraction: float, test_fraction: float, split_seed: int | None, shard_size: int,
+                   compression: str) -> None:
     """Adds the preparation to pipeline `p` (see the module doc)."""
     beam = _import_beam()
     from apache_beam.pvalue import AsSingleton
@@ -156,7 +185,7 @@ def build_pipeline(p, specs: Sequence[StudySpec], cfg: ConvertConfig, out: str, 
         | "Prepared" >> beam.Filter(lambda r: "summary" in r)
         | "SliceCounts" >> beam.Map(lambda r: (r["study"], int(r["summary"]["slices"])))
         | "AllCounts" >> beam.combiners.ToDict()
-        | "Layout" >> beam.Map(shard_plan, split_of, shard_size, compression)
+        | "Layout" >> beam.Map(shard_plan, val_fraction, test_fraction, split_seed, shard_size, compression)
     )
     written = (
         prepared.slices
@@ -184,6 +213,8 @@ def convert_beam(
     compression: str = "",
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
+    split_seed: int | None = None,
+    strict: bool = False,
     overwrite: bool = False,
     log: Callable[[str], None] = _LOG.info,
 ) -> dict[str, Any]:
@@ -195,7 +226,8 @@ def convert_beam(
         workers: direct runner only, when pipeline_args do not set it: worker processes (multi-processing mode).
         OUT_DIR and the studies' files must be on a filesystem that the driver and every worker mount.
     Returns:
-        The manifest; raises InputError naming the failed studies (by hash) when any failed (no manifest then).
+        The manifest (failed studies listed under `skipped`); InputError naming the failed studies by hash when
+        all failed or, with `strict`, any did (no manifest and no shards then).
     """
     beam = _import_beam()
     if "://" in str(out_dir):
@@ -216,33 +248,38 @@ def convert_beam(
         raise ValueError("the same study is listed twice")
     if not specs:
         raise ValueError("no studies to convert")
-    split_of = convert.assign_splits(keys, val_fraction, test_fraction)
     shutil.rmtree(out / BEAM_DIR, ignore_errors=True)  # results of an earlier run that was killed
     tmp = out / BEAM_DIR / uuid.uuid4().hex
     tmp.mkdir(parents=True)
     options = _options(runner, pipeline_args, workers)
     p = beam.Pipeline(runner=_direct_runner(options) if _is_direct(runner) else None, options=options)
-    build_pipeline(p, specs, cfg, str(out), str(tmp / "results"), split_of, shard_size, compression)
+    build_pipeline(p, specs, cfg, str(out), str(tmp / "results"), val_fraction=val_fraction,
+                   test_fraction=test_fraction, split_seed=split_seed, shard_size=shard_size, compression=compression)
     log(f"running the preparation of {len(specs)} studies on Beam ({runner})")
     state = p.run().wait_until_finish()
     if str(state).split(".")[-1] != "DONE":
         raise RuntimeError(f"{out}: the Beam pipeline ended {state}; no manifest written")
 
     results = [json.loads(line) for f in sorted(tmp.glob("results*.jsonl")) for line in f.read_text().splitlines()]
+    shutil.rmtree(out / BEAM_DIR, ignore_errors=True)
     summaries = {r["study"]: r["summary"] for r in results if "summary" in r}
-    failures = {r["study"]: r["error"] for r in results if "error" in r}
+    failed = {r["study"]: r for r in results if "error" in r}
+    failed.update({k: {"error": "no result from the pipeline", "problem": "no result from the pipeline"}
+                   for k in keys if k not in summaries and k not in failed})
     written = {r["shard"]: r["examples"] for r in results if "shard" in r}
     for k in sorted(keys):
-        log(f"study {k}: FAILED: {failures[k]}" if k in failures else f"study {k}: done")
-    if failures or set(summaries) | set(failures) != set(keys):
+        log(f"study {k}: FAILED: {failed[k]['error']}" if k in failed else f"study {k}: done")
+    if failed and (strict or not summaries):
         for name in written:
             (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / BEAM_DIR, ignore_errors=True)
-        missing = sorted(set(keys) - set(summaries) - set(failures))
-        problems = [f"study {k}: {failures[k]}" for k in sorted(failures)] + [f"study {k}: no result" for k in missing]
-        raise InputError(out, f"{len(problems)} of {len(specs)} studies failed, no manifest written"
-                              " (fix them and rerun): " + "; ".join(problems))
-    splits = convert.shard_layout(keys, {k: s["slices"] for k, s in summaries.items()}, split_of, shard_size,
+        raise InputError(out, f"{len(failed)} of {len(specs)} studies failed, no manifest written (fix them and"
+                              " rerun): " + "; ".join(f"study {k}: {failed[k]['error']}" for k in sorted(failed)))
+    if failed:
+        log(f"warning: {len(failed)} of {len(specs)} studies skipped (see the manifest's 'skipped'): "
+            + ", ".join(sorted(failed)))
+    ok = sorted(summaries)
+    split_of = convert.assign_splits(ok, val_fraction, test_fraction, split_seed, log)
+    splits = convert.shard_layout(ok, {k: s["slices"] for k, s in summaries.items()}, split_of, shard_size,
                                   compression)
     planned = {sh["file"]: sh["examples"] for s in splits.values() for sh in s["shards"]}
     if written != planned:
@@ -251,10 +288,10 @@ def convert_beam(
     for p_ in out.iterdir():  # shards of an earlier run with other counts
         if convert.SHARD_RE.match(p_.name) and p_.name not in planned:
             p_.unlink()
-    manifest = convert.build_manifest(keys, summaries, split_of, splits, cfg, compression, shard_size, val_fraction,
-                                      test_fraction, log)
+    skipped = [{"study": k, "problem": failed[k]["problem"]} for k in sorted(failed)]
+    manifest = convert.build_manifest(ok, summaries, split_of, splits, cfg, compression, shard_size, val_fraction,
+                                      test_fraction, log, split_seed=split_seed, skipped=skipped)
     write_json_atomic(out / records.MANIFEST, manifest)
-    shutil.rmtree(out / BEAM_DIR, ignore_errors=True)
-    log(f"{out}: {manifest['examples']} slices from {len(keys)} studies; "
+    log(f"{out}: {manifest['examples']} slices from {len(ok)} studies; "
         + ", ".join(f"{s} {splits[s]['examples']} ({len(splits[s]['studies'])} studies)" for s in records.SPLITS))
     return manifest

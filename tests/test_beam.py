@@ -1,0 +1,111 @@
+"""data_prep.beam_pipeline: the Beam DirectRunner (multi-process) gives the local runner's set, record for record."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+
+from ctpet_srgan import records
+from ctpet_srgan.errors import InputError
+from data_prep import beam_pipeline as bp
+from data_prep import convert as cv
+from data_prep import phantom as ph
+from data_prep.__main__ import main as cli
+
+CFG = ph.PhantomConfig(fov_mm=128.0, pet_slices=6)  # PET 32x32x6 @ 4 mm: small, as in test_convert
+PREP = cv.ConvertConfig(scale=2, seed=1)
+MULTI = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+needs_beam = pytest.mark.skipif(not bp.beam_available(),
+                                reason="apache_beam is not importable: pip install -r requirements-beam.txt")
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phantom4")
+    ph.write_phantom_studies(root, 4, 5, nema_every=4, cfg=CFG)
+    specs = cv.discover_studies(root, log=lambda s: None)
+    assert len(specs) == 4
+    broken = cv.StudySpec(key=records.study_hash("1.2.3.broken"), ct=str(root / "nowhere"), pet=specs[0].pet)
+    return root, specs, broken
+
+
+@pytest.fixture(scope="module")
+def local(studies, tmp_path_factory):
+    _, specs, broken = studies
+    out = tmp_path_factory.mktemp("local")
+    return out, cv.convert(specs + [broken], out, PREP, shard_size=5, log=lambda s: None)
+
+
+def _by_split(out: Path, manifest: dict) -> dict[str, list[bytes]]:
+    """split -> its serialized examples (sorted: a multiset) read back from the shards the manifest lists."""
+    got = {}
+    for split in records.SPLITS:
+        exs = []
+        for sh in manifest["splits"][split]["shards"]:
+            ds = tf.data.TFRecordDataset(str(out / sh["file"]), compression_type=manifest["compression"])
+            exs += [r.numpy() for r in ds]
+        got[split] = sorted(exs)
+    return got
+
+
+def test_data_prep_imports_and_says_what_to_install_without_beam(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "apache_beam", None)  # as if not installed: `import apache_beam` fails
+    assert bp.beam_available() is False
+    with pytest.raises(ImportError, match="pip install -r requirements-beam.txt"):
+        bp.convert_beam([], tmp_path / "out")
+    assert cli(["convert", "--studies", str(tmp_path), "--out", str(tmp_path / "out"), "--runner=direct"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install -r requirements-beam.txt" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_local_runner_refuses_beam_options(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        cli(["convert", "--studies", str(tmp_path), "--out", str(tmp_path / "o"), "--direct_num_workers=2"])
+    assert "need --runner=direct" in capsys.readouterr().err
+
+
+@needs_beam
+def test_direct_multiprocess_equals_local_record_for_record(studies, local, tmp_path):
+    _, specs, broken = studies
+    ref_out, ref = local
+    assert [s["study"] for s in ref["skipped"]] == [broken.key]  # the local runner skipped the broken study
+    out = tmp_path / "beam"
+    logs = []
+    m = bp.convert_beam(specs + [broken], out, PREP, runner="direct", pipeline_args=MULTI, shard_size=5,
+                        log=logs.append)
+    assert m == ref  # splits, shard names and counts, summaries, skipped: no runner-specific fields
+    assert records.read_manifest(out) == m
+    assert any(broken.key in s and "FAILED" in s for s in logs)  # reported by hash; the other studies ran
+    assert m["examples"] == 24 and sorted(m["studies"]) == sorted(s.key for s in specs)
+    assert _by_split(out, m) == _by_split(ref_out, ref)
+    for sh in (sh for s in m["splits"].values() for sh in s["shards"]):  # the same layout: shard for shard
+        assert (out / sh["file"]).read_bytes() == (ref_out / sh["file"]).read_bytes(), sh["file"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ref_out.iterdir())  # no .beam left
+
+
+@needs_beam
+def test_cli_passes_beam_options_and_gzip_matches(studies, tmp_path):
+    root, specs, _ = studies
+    ref = cv.convert(specs, tmp_path / "local", PREP, shard_size=7, compression="GZIP", log=lambda s: None)
+    out = tmp_path / "beam"
+    argv = ["convert", "--studies", str(root), "--out", str(out), "--seed", "1", "--shard_size", "7",
+            "--compression", "GZIP", "--runner=direct", "--", "--direct_running_mode=in_memory"]
+    assert cli(argv) == 0
+    m = records.read_manifest(out)
+    assert m == ref and all(sh["file"].endswith(".tfrecord.gz") for s in m["splits"].values() for sh in s["shards"])
+    assert _by_split(out, m) == _by_split(tmp_path / "local", ref)
+    assert cli(argv) == 0  # a complete set is left alone
+    assert records.read_manifest(out) == m
+
+
+@needs_beam
+def test_strict_or_all_failed_leaves_no_manifest_and_no_shards(studies, tmp_path):
+    _, specs, broken = studies
+    for run, kw in ((specs[:2] + [broken], {"strict": True}), ([broken], {})):
+        out = tmp_path / f"out{len(run)}"
+        with pytest.raises(InputError, match=f"study {broken.key}: .*nowhere"):
+            bp.convert_beam(run, out, PREP, shard_size=5, log=lambda s: None, **kw)
+        assert not (out / records.MANIFEST).exists()
+        assert not [p for p in out.iterdir() if cv.SHARD_RE.match(p.name)] and not (out / bp.BEAM_DIR).exists()

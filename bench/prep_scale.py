@@ -1,0 +1,167 @@
+"""`python bench/prep_scale.py [--cases 8] [--small] [--out FILE]`: preparation at scale, side by side in one run.
+
+Studies per second of `python -m data_prep convert` on the same phantom studies with the local process pool and the
+Beam DirectRunner (multi-process mode), each with 1 and 2 workers, and the 1 -> 2 worker scaling, as ratios. Every
+rate is end to end (header scan on the driver + the run). Beside them, what bounds the scaling:
+  scan      discover_studies alone (DICOM headers, on the driver, serial);
+  compute   prepare_study of every study in this process, serial (the work that parallelises);
+  start-up  the same runner on TWO studies minus their compute / workers (process spawn, imports, pipeline set-up).
+Levers beside the four main runs: Beam in_memory (one thread in the driver process: no worker start-up) and Beam
+multi_threading with 2 workers. After one untimed warm-up of each runner, the runs alternate for `--repeats` rounds
+and the best of each is kept, so they see the same machine load. Prints a table; --out writes the numbers as JSON
+(atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def _runners(work: Path, cfg) -> dict[str, tuple[int, Callable[[list], None]]]:
+    """name -> (workers, run(specs)): a fresh conversion of `specs` into its own folder under `work`."""
+    from data_prep import beam_pipeline as bp
+    from data_prep import convert as cv
+
+    def local(w: int):
+        return w, lambda specs: cv.convert(specs, work / f"local_{w}", cfg, workers=w, overwrite=True, log=_quiet)
+
+    def beam(w: int, mode: str = "multi_processing", name: str = ""):
+        args = [f"--direct_running_mode={mode}", f"--direct_num_workers={w}"]
+        return w, lambda specs: bp.convert_beam(specs, work / (name or f"beam_{w}"), cfg, runner="direct",
+                                                pipeline_args=args, overwrite=True, log=_quiet)
+
+    runs = {"local_1": local(1), "local_2": local(2)}
+    if bp.beam_available():
+        runs.update(beam_1=beam(1), beam_2=beam(2), beam_in_memory=beam(1, "in_memory", "beam_in_memory"),
+                    beam_threads_2=beam(2, "multi_threading", "beam_threads_2"))
+    return runs
+
+
+def measure(cases: int, small: bool, repeats: int, work: Path) -> dict[str, Any]:
+    """Writes `cases` phantom studies under `work` and times each runner on them (see the module doc)."""
+    from data_prep import convert as cv
+    from data_prep.phantom import PhantomConfig, write_phantom_studies
+
+    pcfg = PhantomConfig(fov_mm=128.0, pet_slices=6) if small else PhantomConfig()
+    root = work / "dicom"
+    write_phantom_studies(root, cases, seed=0, cfg=pcfg)
+    cfg = cv.ConvertConfig(scale=2)
+    res: dict[str, Any] = {"cases": cases, "files": sum(1 for _ in root.rglob("*.dcm")),
+                           "phantom": {"fov_mm": pcfg.fov_mm, "pet_slices": pcfg.pet_slices},
+                           "load_before": list(os.getloadavg())}
+    scans, computes = [], []
+    specs = cv.discover_studies(root, log=_quiet)  # page cache warm for every runner
+    for _ in range(repeats):
+        t = time.perf_counter()
+        specs = cv.discover_studies(root, log=_quiet)
+        scans.append(time.perf_counter() - t)
+    per_study = []
+    for s in specs:
+        t = time.perf_counter()
+        cv.prepare_study(s, cfg)
+        per_study.append(time.perf_counter() - t)
+    computes.append(sum(per_study))
+    res["scan_s"], res["compute_s"] = min(scans), min(computes)
+    res["compute_per_study_s"] = res["compute_s"] / len(specs)
+
+    runs = _runners(work, cfg)
+    for _, run in runs.values():  # warm-up: imports of the driver process (TensorFlow for the shards, Beam)
+        run(specs[:2])
+    full = {k: [] for k in runs}
+    two = {k: [] for k in runs}
+    for _ in range(repeats):
+        for name, (_, run) in runs.items():
+            t = time.perf_counter()
+            run(specs[:2])
+            two[name].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            run(specs)
+            full[name].append(time.perf_counter() - t)
+    same = {json.dumps(json.loads((work / n / "manifest.json").read_text()), sort_keys=True) for n in runs}
+    res["same_manifest"] = len(same) == 1
+    res["runs"] = {}
+    for name, (w, _) in runs.items():
+        secs = min(full[name]) + res["scan_s"]
+        res["runs"][name] = {"workers": w, "seconds": secs, "studies_per_s": cases / secs,
+                             "startup_s": max(0.0, min(two[name]) - sum(per_study[:2]) / w)}
+    r = res["runs"]
+    res["ratios"] = {"local_2_over_local_1": r["local_2"]["studies_per_s"] / r["local_1"]["studies_per_s"]}
+    if "beam_1" in r:
+        res["ratios"].update(
+            beam_2_over_beam_1=r["beam_2"]["studies_per_s"] / r["beam_1"]["studies_per_s"],
+            beam_1_over_local_1=r["beam_1"]["studies_per_s"] / r["local_1"]["studies_per_s"],
+            beam_2_over_local_2=r["beam_2"]["studies_per_s"] / r["local_2"]["studies_per_s"],
+        )
+    for name, v in r.items():  # the 2-worker time an ideal split of the compute would give (Amdahl)
+        if name in ("local_2", "beam_2"):
+            one_w = res["scan_s"] + r[name[:-1] + "1"]["startup_s"] + res["compute_s"]
+            two_w = res["scan_s"] + v["startup_s"] + res["compute_s"] / 2
+            res["ratios"][f"{name[:-2]}_2_over_1_bound"] = one_w / two_w
+    res["load_after"] = list(os.getloadavg())
+    return res
+
+
+def table(res: dict[str, Any]) -> str:
+    lines = ["studies/s end to end (header scan + run); start-up = fixed cost per run (see bench/prep_scale.py)",
+             f"{res['cases']} phantom studies ({res['files']} DICOM files, fov {res['phantom']['fov_mm']} mm,"
+             f" {res['phantom']['pet_slices']} PET slices); load {res['load_before']} -> {res['load_after']}",
+             f"header scan (driver, serial) {res['scan_s']:.2f} s; compute (prepare_study, serial)"
+             f" {res['compute_s']:.2f} s = {res['compute_per_study_s']:.2f} s/study",
+             f"{'runner':15} {'workers':>7} {'seconds':>8} {'studies/s':>10} {'start-up s':>11}"]
+    for name, v in res["runs"].items():
+        lines.append(f"{name:15} {v['workers']:7d} {v['seconds']:8.2f} {v['studies_per_s']:10.3f}"
+                     f" {v['startup_s']:11.2f}")
+    lines += [f"{k}: {v:.3f}" for k, v in res["ratios"].items()]
+    lines.append(f"all runners wrote the same manifest: {res['same_manifest']}")
+    for name in ("local", "beam"):
+        if f"{name}_2" not in res["runs"]:
+            continue
+        v = res["runs"][f"{name}_2"]
+        fixed = res["scan_s"] + v["startup_s"]
+        lines.append(f"{name} 2 workers: scan + start-up {fixed:.2f} s of {v['seconds']:.2f} s"
+                     f" ({fixed / v['seconds']:.0%}); best possible 1->2 scaling with them:"
+                     f" {res['ratios'][f'{name}_2_over_1_bound']:.2f}")
+    if "beam_1" not in res["runs"]:
+        lines.append("Beam runs skipped: apache_beam is not installed (pip install -r requirements-beam.txt)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", type=int, default=8)
+    ap.add_argument("--small", action="store_true", help="small phantoms (fov 128 mm, 6 PET slices): a quick check")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--out", help="JSON file to write")
+    a = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="ctpet_prep_scale_"))
+    try:
+        res = measure(a.cases, a.small, a.repeats, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(table(res))
+    if a.out:
+        from ctpet_srgan.atomic import write_json_atomic
+
+        write_json_atomic(a.out, res)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -475,14 +475,14 @@ def test_two_real_ibsi_studies_convert_with_their_tumour_masks(tmp_path):
 def test_a_fine_ct_is_low_passed_before_it_is_resampled_onto_the_coarser_hr_grid(tmp_path):
     """CT columns alternating +-500 HU every 1 mm, HR grid at 2 mm with its voxel centres on CT voxel centres:
     plain resampling would keep one phase (all +500 or all -500 HU); the anti-aliasing Gaussian to the HR voxel
-    size leaves the mean (0 HU) with a small residual ripple."""
+    size (FWHM sqrt(2^2 - 1^2) mm, sampled at 1 mm: 14% left at this frequency) leaves about 0 +- 70 HU."""
     from ctpet_srgan.nifti_io import write_nifti
 
     ct_arr = np.where(np.arange(96) % 2 == 0, 500.0, -500.0)[None, None, :].repeat(24, 0).repeat(96, 1)
-    ct = Volume(ct_arr.astype(np.float32), axial_affine((-47.5, -47.5, -2.0), (1.0, 1.0, 2.0)), "CT", "HU")
+    ct = Volume(ct_arr.astype(np.float32), axial_affine((-47.0, -47.0, -2.0), (1.0, 1.0, 2.0)), "CT", "HU")
     pet = Volume(np.ones((8, 20, 20), np.float32), axial_affine((-38.0, -38.0, 4.0), (4.0, 4.0, 4.0)), "PT", "SUVbw")
     spec = cv.single_study(write_nifti(ct, tmp_path / "ct.nii.gz"), write_nifti(pet, tmp_path / "pet.nii.gz"))
     res = cv.prepare_study(spec, cv.ConvertConfig(scale=2, counts_per_suv=0))
     hr_ct = np.stack([records.parse_example(e)["hr_ct"].numpy()[..., 0] for e in res.examples])
     assert res.summary["hr_spacing_mm"][:2] == [2.0, 2.0] and hr_ct.shape[1:] == (40, 40)
-    assert abs(float(hr_ct.mean())) < 60.0 and float(np.abs(hr_ct).max()) < 100.0
+    assert float(np.abs(hr_ct).max()) < 0.2 * 500.0

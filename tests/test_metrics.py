@@ -233,6 +233,17 @@ def test_detector_on_a_slice_with_planted_lesions():
     assert len(metrics.detect_hot_spots(img, threshold=2.5, spacing_mm=sp, mask=mask)) == 2
 
 
+def test_detector_threshold_is_inclusive_and_a_flat_top_is_one_detection():
+    """A peak of exactly the threshold counts (value >= threshold, as the FROC's operating points assume); one a
+    hair below does not; a flat-topped maximum (two equal pixels) is one detection at their centroid."""
+    img = np.zeros((32, 32))
+    img[8, 8] = 2.5
+    img[20, 20:22] = 3.0
+    dets = metrics.detect_hot_spots(img, threshold=2.5, spacing_mm=(2.0, 2.0))
+    assert [(r, c, s) for r, c, s in dets] == [(20.0, 20.5, 3.0), (8.0, 8.0, 2.5)]
+    img[8, 8] = np.nextafter(2.5, 0.0)
+    assert len(metrics.detect_hot_spots(img, threshold=2.5, spacing_mm=(2.0, 2.0))) == 1
+
 def test_lesion_free_slice_has_no_detections_above_threshold():
     img = _noisy_background((64, 64), 4)
     assert metrics.detect_hot_spots(img, threshold=2.5, spacing_mm=(2.0, 2.0)) == []

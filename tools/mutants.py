@@ -99,6 +99,10 @@ MUTANTS: tuple[Mutant, ...] = (
            "return (rng.poisson(lam) / float(counts_per_suv)).astype(np.float32)",
            "return (rng.poisson(lam) / float(counts_per_suv) ** 0.5).astype(np.float32)",
            (DEG,), "counts divided by the square root of the count rate"),
+    Mutant("blur_edges_zero", "ctpet_srgan/degradation.py",
+           'gaussian_blur(src.array, (sk, sj, si), fwhm_mm, mode="nearest")',
+           'gaussian_blur(src.array, (sk, sj, si), fwhm_mm, mode="constant")',
+           (DEG,), "zeros outside the source PET blurred into the LR edges"),
     # ------------------------------------------------------------------ geometry and the HR grid
     Mutant("spacing_from_rows", "ctpet_srgan/geometry.py",
            "return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))",
@@ -148,6 +152,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("suv_time_fraction", "ctpet_srgan/suv.py",
            'frac = int(f.ljust(6, "0"))', "frac = int(f)",
            (SUV,), "TM fraction digits read as microseconds"),
+    Mutant("suv_ge_scan_time_ignored", "ctpet_srgan/suv.py", "        if ge is not None:", "        if False:",
+           (SUV,), "the GE private scan time skipped for a post-processed series"),
     # ------------------------------------------------------------------ normalisation
     Mutant("ct_norm_offset_sign", "ctpet_srgan/normalization.py",
            "- self.ct_offset_hu) / self.ct_scale_hu", "+ self.ct_offset_hu) / self.ct_scale_hu",
@@ -188,6 +194,22 @@ MUTANTS: tuple[Mutant, ...] = (
            "return float((p[nz] * np.log2(p[nz] / (pa @ pb)[nz])).sum())",
            "return float((p[nz] * np.log(p[nz] / (pa @ pb)[nz])).sum())",
            (MET,), "mutual information in nats where the docs say bits"),
+    Mutant("detect_threshold_strict", "ctpet_srgan/metrics.py",
+           "cand = (img == neighbourhood_max) & (img >= threshold)",
+           "cand = (img == neighbourhood_max) & (img > threshold)",
+           (MET,), "a peak exactly at the threshold not detected (the docs say >=)"),
+    Mutant("background_rois_from_zero_degrees", "ctpet_srgan/metrics.py",
+           "a = 2 * math.pi * (k + 0.5) / n", "a = 2 * math.pi * k / n",
+           (MET,), "NEMA background ROIs started on the +col axis, not at half a step"),
+    Mutant("ct_not_antialiased", "data_prep/convert.py",
+           "hr_ct = resample(_antialias(ct, grid), grid.hr_affine", "hr_ct = resample(ct, grid.hr_affine",
+           (f"{CNV}::test_a_fine_ct_is_low_passed_before_it_is_resampled_onto_the_coarser_hr_grid",),
+           "a fine CT resampled onto the coarser HR grid without a low-pass (aliasing)"),
+    Mutant("hr_patch_not_scaled", "ctpet_srgan/pipeline.py",
+           "img = ex[k][y * scale : y * scale + hp, x * scale : x * scale + hp, :]",
+           "img = ex[k][y : y + hp, x : x + hp, :]",
+           ("tests/test_pipeline.py::test_training_patches_stay_aligned_under_augmentation",),
+           "the HR patch cut at the LR patch's offset"),
     # ------------------------------------------------------------------ tiling and splitting
     Mutant("tiles_cut_at_next_start", "ctpet_srgan/inference.py",
            "cuts = [0] + [(starts[t + 1] + starts[t] + tile) // 2 for t in range(len(starts) - 1)] + [n]",
@@ -255,7 +277,8 @@ def _pytest(repo: Path, tests: tuple[str, ...], timeout_s: float) -> tuple[int, 
     except subprocess.TimeoutExpired:
         return -1, "timeout"
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
-    return r.returncode, lines[-1] if lines else ""
+    failed = [ln.split(" - ")[0] for ln in lines if ln.startswith(("FAILED ", "ERROR "))]
+    return r.returncode, "; ".join(failed[:2] + lines[-1:]) if lines else ""
 
 
 def run_mutant(mutant: Mutant, repo: Path, timeout_s: float = 600.0) -> tuple[str, str]:

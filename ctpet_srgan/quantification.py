@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 SPHERE_1ML_RADIUS_MM = 10.0 * (3.0 / (4.0 * math.pi)) ** (1.0 / 3.0)  # 6.2035 mm: (4/3) pi r^3 = 1000 mm^3
+TUMOUR_KEYS = ("suvmax", "suvmean", "suvpeak", "tbr")  # the quantities compared between images (tumour_stats)
 BACKGROUND_SHELL_MM = (10.0, 20.0)  # the background: voxels 10 < d <= 20 mm from the tumour, inside the body
 _CHUNK = 4096  # sphere centres evaluated at once (memory: chunk x sphere voxels x 3 indices)
 

@@ -196,28 +196,36 @@ def build_generator(cfg: GeneratorConfig) -> keras.Model:
     return keras.Model(inputs, outputs, name=f"generator_x{s}_{cfg.ct_mode}")
 
 
-def build_discriminator(filters: int = 64, num_stages: int = 4) -> keras.Model:
+def build_discriminator(filters: int = 64, num_stages: int = 4, spectral_norm: bool = False) -> keras.Model:
     """SRGAN-style discriminator judging HR PET with its HR CT as context.
 
     Inputs {'pet', 'ct'}: [B, H, W, 1] (normalised). conv3 + LeakyReLU(0.2), then `num_stages` stages of
     (conv3 stride 1 [from stage 2], conv3 stride 2) with filters doubling per stage (64..512 as in SRGAN), global
     average pooling (so any patch size works), Dense(16*filters) + LeakyReLU, Dense(1) -> logits [B, 1] (float32).
     No batch normalisation (per-replica statistics would make the distributed and single-device runs differ).
+    spectral_norm: every conv and dense layer wrapped in keras.layers.SpectralNormalization (Miyato et al. 2018; one
+    power iteration per training call; the kernel is divided by its largest singular value), logits still float32.
     """
     pet = keras.Input((None, None, 1), name="pet")
     ct = keras.Input((None, None, 1), name="ct")
     x = layers.Concatenate(name="pet_ct")([pet, ct])
     act = lambda i: layers.LeakyReLU(0.2, name=f"d_lrelu{i}")  # noqa: E731
-    x = act(0)(_conv(filters, 3, "d_conv0")(x))
+
+    def sn(layer: layers.Layer) -> layers.Layer:
+        return layers.SpectralNormalization(layer, name=f"sn_{layer.name}") if spectral_norm else layer
+
+    x = act(0)(sn(_conv(filters, 3, "d_conv0"))(x))
     n = 1
     for stage in range(num_stages):
         width = filters * 2**stage
         if stage > 0:
-            x = act(n)(_conv(width, 3, f"d_conv{n}")(x))
+            x = act(n)(sn(_conv(width, 3, f"d_conv{n}"))(x))
             n += 1
-        x = act(n)(_conv(width, 3, f"d_conv{n}", strides=2)(x))
+        x = act(n)(sn(_conv(width, 3, f"d_conv{n}", strides=2))(x))
         n += 1
     x = layers.GlobalAveragePooling2D(name="d_pool")(x)
-    x = layers.LeakyReLU(0.2, name="d_dense_lrelu")(layers.Dense(16 * filters, name="d_dense")(x))
-    logits = layers.Dense(1, name="d_logits", dtype="float32")(x)
+    x = layers.LeakyReLU(0.2, name="d_dense_lrelu")(sn(layers.Dense(16 * filters, name="d_dense"))(x))
+    logits = sn(layers.Dense(1, name="d_logits", dtype="float32"))(x)
+    if spectral_norm:  # the wrapper casts back to its input's dtype (float16 under mixed precision)
+        logits = layers.Activation("linear", dtype="float32", name="d_logits_float32")(logits)
     return keras.Model({"pet": pet, "ct": ct}, logits, name="discriminator")

@@ -123,3 +123,35 @@ def test_generator_config_round_trip_and_validation():
         GeneratorConfig(scale=3)
     with pytest.raises(ValueError, match="ct_mode"):
         GeneratorConfig(ct_mode="hr")
+
+
+def test_spectral_norm_discriminator_normalises_its_kernels_and_reloads_with_safe_mode(tmp_path):
+    d = build_discriminator(filters=4, num_stages=2, spectral_norm=True)
+    plain = build_discriminator(filters=4, num_stages=2)
+    wrapped = [layer for layer in d.layers if isinstance(layer, keras.layers.SpectralNormalization)]
+    assert len(wrapped) == 2 + 2 + 1 + 1  # d_conv0..3, d_dense, d_logits
+    assert d.count_params() == plain.count_params() + sum(int(w.layer.kernel.shape[-1]) for w in wrapped)  # + u
+    rng = np.random.default_rng(1)
+    x = {"pet": rng.random((2, 16, 16, 1)).astype("float32"), "ct": rng.random((2, 16, 16, 1)).astype("float32")}
+    for w in wrapped:  # big weights: spectral norms well above 1 before normalisation
+        w.layer.kernel.assign(3.0 * tf.random.normal(w.layer.kernel.shape, seed=3))
+    for _ in range(30):  # one power iteration per training call
+        out = d(x, training=True)
+    assert out.shape == (2, 1) and out.dtype == "float32"
+    for w in wrapped:
+        k = w.layer.kernel.numpy().reshape(-1, w.layer.kernel.shape[-1])
+        assert np.linalg.svd(k, compute_uv=False)[0] == pytest.approx(1.0, abs=0.05), w.name
+    path = tmp_path / "d.keras"
+    d.save(path)
+    d2 = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(d2(x).numpy(), d(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_spectral_norm_discriminator_keeps_float32_logits_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        d = build_discriminator(filters=4, num_stages=2, spectral_norm=True)
+        x = {"pet": np.zeros((1, 8, 8, 1), "float32"), "ct": np.zeros((1, 8, 8, 1), "float32")}
+        assert d(x, training=True).dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

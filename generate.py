@@ -12,7 +12,8 @@ Output, chosen by --output_path:
                     highest SR PET uptake) or, with --mip, the maximum-intensity projection along the slices
   X.npy             HR PET in SUVbw at X ([slices, H, W], or [H, W] for a 2-D input), HR CT in HU at X_ct.npy
   a folder          a derived DICOM PET series (Bq/mL with the source PET's SUV tags, new Series/SOP UIDs,
-                    ImageType DERIVED\\SECONDARY); needs a DICOM PET input.
+                    ImageType DERIVED\\SECONDARY); needs a DICOM PET input. It carries the source's patient
+                    name/ID/sex, study and frame UIDs and dates (so viewers fuse it); --anonymize drops them.
 SR PET is clipped at 0 SUV in every output kind (activity is non-negative; the model's small undershoots near edges
 are not data). CT and PET must share a FrameOfReferenceUID (when both say one) unless --allow_unregistered.
 --model: a model folder or .keras file from train_keras.py, or a SavedModel export; default: the bundled demo model,
@@ -22,6 +23,7 @@ trained on synthetic phantoms only: NOT FOR CLINICAL USE. Serving an export with
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import re
 import shutil
@@ -60,6 +62,7 @@ class Options:
     tile_overlap: int = 32
     progress: bool = True
     allow_unregistered: bool = False
+    anonymize: bool = False
 
 
 class GenerateError(Exception):
@@ -261,11 +264,20 @@ def _tracer(rp) -> dict:
     return out
 
 
-def derived_pet_series(sr_pet, src, out_dir: Path, description: str) -> None:
+ANONYMOUS_EPOCH = dt.datetime(2000, 1, 1)
+
+
+def derived_pet_series(sr_pet, src, out_dir: Path, description: str, anonymize: bool = False) -> None:
     """Writes the SR PET (SUVbw) as a derived DICOM PET series in Bq/mL carrying the source's SUV tags.
 
     The Bq/mL values are SR SUV / the SUV factor that the written tags give (computed with the same QIBA rules
     a reader uses), so SUV read from the new series equals the SR SUV.
+    Identity (a choice): by default the series joins the source's patient and study (PatientName, PatientID,
+    PatientSex, StudyInstanceUID, FrameOfReferenceUID, real dates) so a viewer or PACS files it beside the source
+    and fuses it. `anonymize`: PatientName ANONYMOUS, PatientID ANON, sex O, new Study and FrameOfReference UIDs
+    (one-way hashes of the source's, so the outputs of one study still fuse with each other), and every date
+    shifted by whole days so the study falls on 2000-01-01 (times of day and intervals kept: SUV is unchanged).
+    Weight, dose and half-life stay (SUV needs them).
     """
 
     from pydicom.dataset import Dataset
@@ -293,10 +305,22 @@ def derived_pet_series(sr_pet, src, out_dir: Path, description: str) -> None:
     except (AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
         raise InputError(out_dir, f"the PET input lacks the dose/time/weight tags a derived SUV series needs ({e})")
     study_t = suv.parse_da_tm(src.get("StudyDate"), src.get("StudyTime")) or series_t
-    # the derived series belongs to the source's patient and study (that is what lets a viewer fuse it)
-    study = StudyInfo(str(src.get("StudyInstanceUID", "")), str(src.get("FrameOfReferenceUID", "")), study_t,
-                      patient_name=str(src.get("PatientName", "")), patient_id=str(src.get("PatientID", "")),
-                      patient_weight_kg=weight, patient_sex=str(src.get("PatientSex", "") or "O"))
+    if anonymize:
+        from pydicom.uid import generate_uid
+
+        shift = dt.datetime.combine(study_t.date(), dt.time()) - ANONYMOUS_EPOCH
+        pet = dataclasses.replace(pet, injection_datetime=pet.injection_datetime - shift,
+                                  series_datetime=pet.series_datetime - shift,
+                                  acquisition_datetime=pet.acquisition_datetime - shift)
+        study_t, acq = study_t - shift, acq - shift
+        hashed = lambda uid: generate_uid(entropy_srcs=["ctpet-srgan anonymize", str(uid)])  # noqa: E731
+        study = StudyInfo(hashed(src.get("StudyInstanceUID", "")), hashed(src.get("FrameOfReferenceUID", "")),
+                          study_t, patient_name="ANONYMOUS", patient_id="ANON", patient_weight_kg=weight,
+                          patient_sex="O")
+    else:  # the derived series belongs to the source's patient and study (that is what lets a viewer fuse it)
+        study = StudyInfo(str(src.get("StudyInstanceUID", "")), str(src.get("FrameOfReferenceUID", "")), study_t,
+                          patient_name=str(src.get("PatientName", "")), patient_id=str(src.get("PatientID", "")),
+                          patient_weight_kg=weight, patient_sex=str(src.get("PatientSex", "") or "O"))
     template = Dataset()
     template.PatientWeight = weight
     set_pet_attributes(template, pet)
@@ -390,7 +414,7 @@ def write_outputs(kind: str, out: Path, sr_pet, sr_ct, opts: Options, *, is_2d: 
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
         try:
             (tmp / "series").mkdir(mode=0o755)
-            derived_pet_series(sr_pet, pet_src, tmp / "series", description)
+            derived_pet_series(sr_pet, pet_src, tmp / "series", description, anonymize=opts.anonymize)
             if out.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.{os.getpid()}.", dir=parent))
                 os.replace(out, old / "x")
@@ -491,6 +515,9 @@ def _define_flags() -> None:
     flags.DEFINE_boolean("progress", True, "Show a progress bar.")
     flags.DEFINE_boolean("allow_unregistered", False, "Accept a CT and PET with different FrameOfReferenceUIDs "
                          "(assume they are registered), as data_prep convert --allow_unregistered does.")
+    flags.DEFINE_boolean("anonymize", False, "Derived DICOM output: no patient name/ID, new (hashed) study and frame "
+                         "UIDs, dates shifted to 2000-01-01 (SUV unchanged). Default: the source's identity, so "
+                         "viewers file and fuse the series with the source.")
 
 
 def run() -> None:

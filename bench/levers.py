@@ -1,8 +1,11 @@
-"""`python bench/levers.py [--part inference|training|all]`: sweeps of the speed levers that bench/run.py does not
-repeat on every run (shapes per call, XLA, mixed shapes), for the flags/cpu.cfg generator. Prints one line per
-setting: seconds (best of N after warm-up), GFLOP/s and the fraction of the matmul reference measured in the same
-process. Thread counts and oneDNN are process-wide: run this script under TF_NUM_INTRAOP_THREADS /
-TF_NUM_INTEROP_THREADS / TF_ENABLE_ONEDNN_OPTS=0 to compare them.
+"""`python bench/levers.py [--part inference|training|graph|all] [--flagfile F]`: sweeps of the speed levers that
+bench/run.py does not repeat on every run (shapes per call, XLA, mixed shapes, graph forms), for the flags/cpu.cfg
+generator. Prints one line per setting: seconds (best of N after warm-up), GFLOP/s and the fraction of the matmul
+reference measured in the same process. `--part graph`: ways of executing the same model at B=8, LR 128^2 (plain
+tf.function, frozen weights, XLA, the exported SavedModel signature, oneDNN bfloat16 auto-mixed precision), each timed
+in turn with the reference, with the largest output difference from the plain call. Thread counts and oneDNN are
+process-wide: run this script under TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS / TF_ENABLE_ONEDNN_OPTS=0 to
+compare them.
 """
 
 from __future__ import annotations
@@ -18,9 +21,84 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def graph_levers(gen_cfg, repeats: int, b: int = 8, lr: int = 128) -> list[dict]:
+    """The same model executed in different ways, each timed in turn with the matmul reference (see the docstring)."""
+    import tempfile
+
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    from bench import run as R
+    from bench.common import count_flops, matmul_call
+    from ctpet_srgan.export import export_savedmodel
+    from ctpet_srgan.models import build_generator
+    from ctpet_srgan.normalization import DEFAULT
+
+    model = build_generator(gen_cfg)
+    R._perturb(model)
+    x = R._gen_inputs(gen_cfg, b, lr)
+    fn = tf.function(lambda t: model(t, training=False))
+    conc = fn.get_concrete_function(x)
+    flops = count_flops(conc)
+    want = fn(x)["sr_pet"].numpy()
+    flat = tf.nest.flatten(x)
+    frozen = convert_variables_to_constants_v2(conc)
+    frozen_pet = sorted(conc.structured_outputs).index("sr_pet")  # flat outputs follow tf.nest's sorted keys
+    xla = tf.function(lambda t: model(t, training=False), jit_compile=True)
+    tmp = Path(tempfile.mkdtemp(prefix="ctpet_levers_"))
+    saved = export_savedmodel(model, {"scale": gen_cfg.scale, "generator": gen_cfg.to_dict(),
+                                      "normalization": DEFAULT.to_dict()}, tmp, "levers", 1)
+    serve = tf.saved_model.load(str(saved)).signatures["serving_default"]
+    ct_key = "hr_ct" if "hr_ct" in x else "lr_ct" if "lr_ct" in x else None
+    feed = {"pet": DEFAULT.pet_from_norm(x["lr_pet"])}
+    if ct_key:
+        feed["ct"] = DEFAULT.ct_from_norm(x[ct_key])
+    variants = {
+        "plain tf.function": lambda: fn(x)["sr_pet"].numpy(),
+        "frozen weights (constants; oneDNN caches reordered filters)": lambda: frozen(*flat)[frozen_pet].numpy(),
+        "XLA jit_compile": lambda: xla(x)["sr_pet"].numpy(),
+        "exported SavedModel serving_default (HU/SUV in and out)":
+            lambda: DEFAULT.pet_to_norm(serve(**feed)["sr_pet"].numpy()),
+    }
+    rows = []
+    ref_call, ref_flops = matmul_call()
+    for name, call in variants.items():
+        call()
+        call()
+        diff = float(np.max(np.abs(call() - want)))
+        t = R.alternate({"v": call, "reference": ref_call}, repeats)
+        local = ref_flops / t["reference"][0] / 1e9
+        r = {"part": "graph", "lever": name, "best_s": t["v"][0], "gflops": flops / t["v"][0] / 1e9,
+             "paired_reference_gflops": local, "paired_share": flops / t["v"][0] / 1e9 / local, "max_abs_diff": diff}
+        rows.append(r)
+        print(f"graph {name:62s} {r['best_s']:.4f}s {r['gflops']:6.1f} GFLOP/s paired {r['paired_share']:6.1%}"
+              f" max|diff| {diff:.2e}", flush=True)
+    # Last: process-wide grappler option, changes the numerics (bfloat16 convolutions on AVX512_BF16)
+    tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
+    bf = tf.function(lambda t: model(t, training=False))
+    call = lambda: bf(x)["sr_pet"].numpy()  # noqa: E731
+    call()
+    diff = float(np.max(np.abs(call() - want)))
+    t = R.alternate({"v": call, "reference": ref_call}, repeats)
+    local = ref_flops / t["reference"][0] / 1e9
+    rows.append({"part": "graph", "lever": "oneDNN bfloat16 auto mixed precision (changes outputs)",
+                 "best_s": t["v"][0], "gflops": flops / t["v"][0] / 1e9, "paired_reference_gflops": local,
+                 "paired_share": flops / t["v"][0] / 1e9 / local, "max_abs_diff": diff})
+    print(f"graph {rows[-1]['lever']:62s} {t['v'][0]:.4f}s {rows[-1]['gflops']:6.1f} GFLOP/s paired"
+          f" {rows[-1]['paired_share']:6.1%} max|diff| {diff:.2e} (of the float32 reference ratio, not a float32 rate)",
+          flush=True)
+    tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": False})
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", default="all", choices=["inference", "training", "all"])
+    ap.add_argument("--part", default="all", choices=["inference", "training", "graph", "all"])
+    ap.add_argument("--flagfile", default=str(ROOT / "flags" / "cpu.cfg"))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default="", help="optional JSON file")
     args = ap.parse_args(argv)
@@ -30,7 +108,7 @@ def main(argv=None) -> int:
     from ctpet_srgan.models import GeneratorConfig
 
     sizes = R.SIZES["quick"]
-    st = R.model_settings(sizes)
+    st = R.model_settings(sizes, Path(args.flagfile))
     gen_cfg = GeneratorConfig(scale=st["demo_scale"], filters=st["filters"], num_blocks=st["num_blocks"],
                               ct_mode=st["ct_mode"])
     ref = matmul_gflops()
@@ -61,6 +139,8 @@ def main(argv=None) -> int:
                 rows.append(r)
                 print(f"train {ph:8s} B={b:3d} LR {p}^2 xla={jit!s:5s} {r['best_s']:.4f}s {r['gflops']:6.1f} GFLOP/s"
                       f" {r['fraction']:6.1%} {r['hr_pixels_per_s'] / 1e6:.3f} MHRpx/s", flush=True)
+    if args.part in ("graph", "all"):
+        rows += graph_levers(gen_cfg, args.repeats)
     ref2 = matmul_gflops()
     print(f"reference again {ref2:.1f} GFLOP/s, load {R.loadavg()}", flush=True)
     if args.out:

@@ -401,10 +401,13 @@ def bench_peers_one(gen_cfg, label: str, sizes: Sizes, work: Path, *, torch_mode
 
 
 def bench_peers(sizes: Sizes, flagfile: Path, work: Path, *, torch_modes: tuple[str, ...], onnx: bool) -> dict:
-    """bench_peers_one for the generator of `flagfile` and those of sizes.peer_flagfiles (flags/NAME), by label."""
+    """bench_peers_one for the generators of sizes.peer_flagfiles (flags/NAME) and of `flagfile` when it is not
+    flags/cpu.cfg (a --flagfile of the user's), by label; a generator already timed under another label is not."""
     from ctpet_srgan.models import GeneratorConfig
 
-    files = [ROOT / "flags" / n for n in sizes.peer_flagfiles] + [flagfile]
+    files = [ROOT / "flags" / n for n in sizes.peer_flagfiles]
+    if flagfile.resolve() != CPU_CFG.resolve():
+        files.append(flagfile)
     out = {}
     for f in files:
         st = model_settings(sizes, f)
@@ -745,6 +748,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma list of parts to skip: inference,peers,torch,onnx,training,xla,prep,generate")
     ap.add_argument("--torch_modes", default="eager,channels_last",
                     help="PyTorch peer modes to time: eager, channels_last, compile (torch.compile; slow to compile)")
+    ap.add_argument("--peer_flagfiles", default=None,
+                    help="comma list of flags/ files whose generators are timed against the peers (cpu.cfg,gpu.cfg)")
     ap.add_argument("--gen_slices", type=int, default=None, help="slices of the generate study (override)")
     ap.add_argument("--gen_pet", type=int, default=None, help="PET matrix of the generate study (override)")
     args = ap.parse_args(argv)
@@ -753,6 +758,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.gen_slices or args.gen_pet:
         sizes = dataclasses.replace(sizes, gen_slices=args.gen_slices or sizes.gen_slices,
                                     gen_pet=args.gen_pet or sizes.gen_pet)
+    if args.peer_flagfiles:
+        sizes = dataclasses.replace(sizes, peer_flagfiles=tuple(f.strip() for f in args.peer_flagfiles.split(",")))
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     t_start = time.perf_counter()
 

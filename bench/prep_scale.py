@@ -5,7 +5,8 @@ Beam DirectRunner (multi-process mode), each with 1 and 2 workers, and the 1 -> 
 rate is end to end (header scan on the driver + the run). Beside them, what bounds the scaling:
   scan      discover_studies alone (DICOM headers, on the driver, serial);
   compute   prepare_study of every study in this process, serial (the work that parallelises);
-  start-up  the same runner on TWO studies minus their compute / workers (process spawn, imports, pipeline set-up).
+  overhead  the same runner on TWO studies minus their compute / workers: what does not shrink with more workers
+            (worker start-up and imports, pipeline set-up, shard writing); the machine's load inflates it too.
 Levers beside the four main runs: Beam in_memory (one thread in the driver process: no worker start-up) and Beam
 multi_threading with 2 workers. After one untimed warm-up of each runner, the runs alternate for `--repeats` rounds
 and the best of each is kept, so they see the same machine load. Prints a table; --out writes the numbers as JSON
@@ -100,7 +101,7 @@ def measure(cases: int, small: bool, repeats: int, work: Path) -> dict[str, Any]
     for name, (w, _) in runs.items():
         secs = min(full[name]) + res["scan_s"]
         res["runs"][name] = {"workers": w, "seconds": secs, "studies_per_s": cases / secs,
-                             "startup_s": max(0.0, min(two[name]) - sum(per_study[:2]) / w)}
+                             "overhead_s": max(0.0, min(two[name]) - sum(per_study[:2]) / w)}
     r = res["runs"]
     res["ratios"] = {"local_2_over_local_1": r["local_2"]["studies_per_s"] / r["local_1"]["studies_per_s"]}
     if "beam_1" in r:
@@ -111,31 +112,31 @@ def measure(cases: int, small: bool, repeats: int, work: Path) -> dict[str, Any]
         )
     for name, v in r.items():  # the 2-worker time an ideal split of the compute would give (Amdahl)
         if name in ("local_2", "beam_2"):
-            one_w = res["scan_s"] + r[name[:-1] + "1"]["startup_s"] + res["compute_s"]
-            two_w = res["scan_s"] + v["startup_s"] + res["compute_s"] / 2
+            one_w = res["scan_s"] + r[name[:-1] + "1"]["overhead_s"] + res["compute_s"]
+            two_w = res["scan_s"] + v["overhead_s"] + res["compute_s"] / 2
             res["ratios"][f"{name[:-2]}_2_over_1_bound"] = one_w / two_w
     res["load_after"] = list(os.getloadavg())
     return res
 
 
 def table(res: dict[str, Any]) -> str:
-    lines = ["studies/s end to end (header scan + run); start-up = fixed cost per run (see bench/prep_scale.py)",
+    lines = ["studies/s end to end (header scan + run); overhead: what more workers do not shrink (module doc)",
              f"{res['cases']} phantom studies ({res['files']} DICOM files, fov {res['phantom']['fov_mm']} mm,"
              f" {res['phantom']['pet_slices']} PET slices); load {res['load_before']} -> {res['load_after']}",
              f"header scan (driver, serial) {res['scan_s']:.2f} s; compute (prepare_study, serial)"
              f" {res['compute_s']:.2f} s = {res['compute_per_study_s']:.2f} s/study",
-             f"{'runner':15} {'workers':>7} {'seconds':>8} {'studies/s':>10} {'start-up s':>11}"]
+             f"{'runner':15} {'workers':>7} {'seconds':>8} {'studies/s':>10} {'overhead s':>11}"]
     for name, v in res["runs"].items():
         lines.append(f"{name:15} {v['workers']:7d} {v['seconds']:8.2f} {v['studies_per_s']:10.3f}"
-                     f" {v['startup_s']:11.2f}")
+                     f" {v['overhead_s']:11.2f}")
     lines += [f"{k}: {v:.3f}" for k, v in res["ratios"].items()]
     lines.append(f"all runners wrote the same manifest: {res['same_manifest']}")
     for name in ("local", "beam"):
         if f"{name}_2" not in res["runs"]:
             continue
         v = res["runs"][f"{name}_2"]
-        fixed = res["scan_s"] + v["startup_s"]
-        lines.append(f"{name} 2 workers: scan + start-up {fixed:.2f} s of {v['seconds']:.2f} s"
+        fixed = res["scan_s"] + v["overhead_s"]
+        lines.append(f"{name} 2 workers: scan + overhead {fixed:.2f} s of {v['seconds']:.2f} s"
                      f" ({fixed / v['seconds']:.0%}); best possible 1->2 scaling with them:"
                      f" {res['ratios'][f'{name}_2_over_1_bound']:.2f}")
     if "beam_1" not in res["runs"]:

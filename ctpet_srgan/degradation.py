@@ -3,6 +3,8 @@
 NumPy functions (OpenCV for the convolution; no SciPy): a Gaussian point-spread function given by its FWHM in
 mm on a grid of given voxel size, area-average downsampling by an integer factor, and count-dependent (Poisson)
 noise drawn from an explicit `numpy.random.Generator`. PET values are SUVbw (g/mL), CT values HU.
+`degrade_pet` chains them on an array; `degrade_pet_volume` is the same model on a PET volume in patient space
+(resampled with `geometry.resample`), the one `data_prep.convert` runs, so what the tests measure is what is made.
 
 Array axes follow the project's (k, j, i) = (slice, row, column) order; every `spacing_mm` argument
 here lists the voxel size of each ARRAY axis in that same order (unlike `Volume.spacing_mm`, which is
@@ -143,8 +145,13 @@ def degrade_pet_volume(
     PET), linear resampling onto the HR grid (0 outside the source) and area downsampling by `scale` in-plane;
     for a source whose voxels are already LR-sized or larger (a clinical PET, whose grid by default IS the LR
     grid), linear resampling straight onto the LR grid (no HR detour, which would average neighbours again);
-    then count-dependent noise (`counts_per_suv` per LR voxel; None or 0: noise-free).
+    then count-dependent noise.
 
+    Args:
+        src: the PET (SUVbw) on its own grid. hr_affine, hr_shape: the HR grid (index (i, j, k) -> LPS mm;
+            (K, H, W), H and W multiples of `scale`). scale: in-plane LR/HR voxel size ratio. fwhm_mm: the
+            Gaussian's FWHM (mm, all axes). counts_per_suv: counts per LR voxel per unit SUV (None or 0:
+            noise-free). rng: the noise's Generator (required with noise).
     Returns:
         float32 [K, H/scale, W/scale], SUV.
     """

@@ -281,7 +281,8 @@ def _group_by_series(datasets: Sequence[tuple[Path, Dataset]], where: Path) -> N
         raise InputError(where, f"{len(groups)} series in one folder{why}: {'; '.join(labels)}; pass one series")
     if derived:
         log.warning("%s: %d files have no SeriesInstanceUID (de-identified?): read as one series because study, "
-                    "series number, frame of reference, orientation, modality and image size agree", where, len(derived))
+                    "series number, frame of reference, orientation, modality and image size agree",
+                    where, len(derived))
 
 
 def read_series(path: str | os.PathLike | Sequence[str | os.PathLike], *, pet_units: str = "SUVbw") -> Volume:

@@ -18,9 +18,9 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     UID,
     ExplicitVRLittleEndian,
-    PYDICOM_IMPLEMENTATION_UID,
     generate_uid,
 )
 

@@ -107,7 +107,7 @@ def export_metadata(run_config: dict[str, Any], ct_input: str | None) -> dict[st
     meta.update(
         scale=scale,
         ct_input=ct_input,
-        inputs={"pet": f"float32 [batch, h, w, 1], LR PET in SUVbw on a grid of lr_spacing_mm"},
+        inputs={"pet": "float32 [batch, h, w, 1], LR PET in SUVbw on a grid of lr_spacing_mm"},
         outputs={"sr_pet": f"float32 [batch, h*{scale}, w*{scale}, 1], SUVbw on a grid of hr_spacing_mm"},
         framework="ctpet-srgan",
     )

@@ -44,7 +44,16 @@ def filter_noise(text: str) -> str:
 
 
 def import_tensorflow():
-    """`import tensorflow` (and its device probe) with the start-up noise removed; returns the module."""
+    """`import tensorflow` (and its device probe) with the start-up noise removed; returns the module.
+
+    Also lowers absl's Python logging to WARNING (SavedModel writing logs INFO lines such as "Assets written to"
+    and "Writing fingerprint" through it once absl's app.run has set INFO)."""
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    except ImportError:
+        pass
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

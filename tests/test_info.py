@@ -11,8 +11,8 @@ import pytest
 
 from ctpet_srgan.geometry import axial_affine
 from data_prep import info
-from tests.conftest import REAL_PET_SLICE, ROOT
 from tests._series import expected_suv_scale, pet_info, write_ct, write_pet
+from tests.conftest import REAL_PET_SLICE, ROOT
 
 
 def test_real_pet_slice(capsys):

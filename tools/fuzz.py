@@ -21,7 +21,6 @@ import collections
 import datetime as dt
 import io
 import logging
-import os
 import random
 import shutil
 import struct
@@ -242,7 +241,8 @@ def mutate_series(files: list[bytes], rng: random.Random) -> tuple[list[bytes], 
         what.append("no SeriesInstanceUID")
         if op == "deidentify":
             return files, what[0]
-    targets = [rng.randrange(len(files))] if op != "several" else rng.sample(range(len(files)), rng.randint(2, len(files)))
+    n = len(files)
+    targets = [rng.randrange(n)] if op != "several" else rng.sample(range(n), rng.randint(2, n))
     for k in targets:
         files[k], w = mutate_dicom(files[k], rng)
         what.append(f"file {k}: {w}")

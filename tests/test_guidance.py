@@ -184,3 +184,18 @@ def test_a_hallucinating_model_loses_sensitivity_at_a_matched_false_positive_rat
     assert math.isnan(gd.operating_point(clean, 1.5, diameter_range_mm=(10, 12))["sensitivity"])
     assert gd.hot_spots_per_slice(fakes[1::2], threshold=4.0, spacing_mm=SP) == 1.0
     assert gd.hot_spots_per_slice(slices[1::2], threshold=1.5, spacing_mm=SP) == 0.0
+
+
+def test_guidance_check_tool_scores_bicubic_and_a_model_on_the_guided_world(tmp_path):
+    import json
+
+    from tools.guidance_check import main
+
+    assert main(["--out", str(tmp_path), "--cases", "2", "--fov_mm", "64", "--pet_slices", "6"]) == 0
+    r = json.loads((tmp_path / "guidance.json").read_text())
+    assert r["slices"] == 2 * 6 and r["ct_only_masks"] > 0
+    bic = r["methods"]["bicubic"]
+    assert bic["reliance_psnr_db"] == 0.0 and len(set(bic["sweep_psnr"].values())) == 1  # bicubic has no CT input
+    model = r["methods"]["bundled:demo"]
+    assert model["reliance_psnr_db"] != 0.0 and len(set(model["sweep_psnr"].values())) > 1  # the demo model takes CT
+    assert math.isfinite(model["ct_only_imprint"]) and math.isfinite(bic["ct_only_imprint"])

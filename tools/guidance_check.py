@@ -78,7 +78,8 @@ def main(argv=None) -> int:
     from data_prep.phantom import PhantomConfig, write_phantom_studies
 
     out = Path(a.out)
-    paths = write_phantom_studies(out / "dicom", a.cases, a.seed, nema_every=0, cfg=PhantomConfig(world="guided", fov_mm=a.fov_mm, pet_slices=a.pet_slices))
+    cfg = PhantomConfig(world="guided", fov_mm=a.fov_mm, pet_slices=a.pet_slices)
+    paths = write_phantom_studies(out / "dicom", a.cases, a.seed, nema_every=0, cfg=cfg)
     studies = [_slices(d) for d in paths]
     lr, ct, truth, aff = (np.concatenate([s[i] for s in studies]) for i in range(4))
     pred_model = load_predictor(a.model)

@@ -55,8 +55,13 @@ def _runners(work: Path, cfg) -> dict[str, tuple[int, Callable[[list], None]]]:
     return runs
 
 
-def measure(cases: int, small: bool, repeats: int, work: Path) -> dict[str, Any]:
-    """Writes `cases` phantom studies under `work` and times each runner on them (see the module doc)."""
+def measure(cases: int, small: bool, repeats: int, work: Path, only: set[str] | None = None,
+            warmup: bool = True) -> dict[str, Any]:
+    """Writes `cases` phantom studies under `work` and times each runner on them (see the module doc).
+
+    Args:
+        only: the runners to time (default: all); warmup: one untimed run of each first.
+    """
     from data_prep import convert as cv
     from data_prep.phantom import PhantomConfig, write_phantom_studies
 
@@ -82,8 +87,8 @@ def measure(cases: int, small: bool, repeats: int, work: Path) -> dict[str, Any]
     res["scan_s"], res["compute_s"] = min(scans), min(computes)
     res["compute_per_study_s"] = res["compute_s"] / len(specs)
 
-    runs = _runners(work, cfg)
-    for _, run in runs.values():  # warm-up: imports of the driver process (TensorFlow for the shards, Beam)
+    runs = {k: v for k, v in _runners(work, cfg).items() if only is None or k in only}
+    for _, run in runs.values() if warmup else ():  # imports of the driver process (TensorFlow for the shards, Beam)
         run(specs[:2])
     full = {k: [] for k in runs}
     two = {k: [] for k in runs}
@@ -103,15 +108,11 @@ def measure(cases: int, small: bool, repeats: int, work: Path) -> dict[str, Any]
         res["runs"][name] = {"workers": w, "seconds": secs, "studies_per_s": cases / secs,
                              "overhead_s": max(0.0, min(two[name]) - sum(per_study[:2]) / w)}
     r = res["runs"]
-    res["ratios"] = {"local_2_over_local_1": r["local_2"]["studies_per_s"] / r["local_1"]["studies_per_s"]}
-    if "beam_1" in r:
-        res["ratios"].update(
-            beam_2_over_beam_1=r["beam_2"]["studies_per_s"] / r["beam_1"]["studies_per_s"],
-            beam_1_over_local_1=r["beam_1"]["studies_per_s"] / r["local_1"]["studies_per_s"],
-            beam_2_over_local_2=r["beam_2"]["studies_per_s"] / r["local_2"]["studies_per_s"],
-        )
+    res["ratios"] = {f"{a}_over_{b}": r[a]["studies_per_s"] / r[b]["studies_per_s"]
+                     for a, b in (("local_2", "local_1"), ("beam_2", "beam_1"), ("beam_1", "local_1"),
+                                  ("beam_2", "local_2"), ("beam_in_memory", "local_1")) if a in r and b in r}
     for name, v in r.items():  # the 2-worker time an ideal split of the compute would give (Amdahl)
-        if name in ("local_2", "beam_2"):
+        if name in ("local_2", "beam_2") and name[:-1] + "1" in r:
             one_w = res["scan_s"] + r[name[:-1] + "1"]["overhead_s"] + res["compute_s"]
             two_w = res["scan_s"] + v["overhead_s"] + res["compute_s"] / 2
             res["ratios"][f"{name[:-2]}_2_over_1_bound"] = one_w / two_w
@@ -132,14 +133,14 @@ def table(res: dict[str, Any]) -> str:
     lines += [f"{k}: {v:.3f}" for k, v in res["ratios"].items()]
     lines.append(f"all runners wrote the same manifest: {res['same_manifest']}")
     for name in ("local", "beam"):
-        if f"{name}_2" not in res["runs"]:
+        if f"{name}_2_over_1_bound" not in res["ratios"]:
             continue
         v = res["runs"][f"{name}_2"]
         fixed = res["scan_s"] + v["overhead_s"]
         lines.append(f"{name} 2 workers: scan + overhead {fixed:.2f} s of {v['seconds']:.2f} s"
                      f" ({fixed / v['seconds']:.0%}); best possible 1->2 scaling with them:"
                      f" {res['ratios'][f'{name}_2_over_1_bound']:.2f}")
-    if "beam_1" not in res["runs"]:
+    if not any(k.startswith("beam") for k in res["runs"]):
         lines.append("Beam runs skipped: apache_beam is not installed (pip install -r requirements-beam.txt)")
     return "\n".join(lines)
 

@@ -109,3 +109,15 @@ def test_strict_or_all_failed_leaves_no_manifest_and_no_shards(studies, tmp_path
             bp.convert_beam(run, out, PREP, shard_size=5, log=lambda s: None, **kw)
         assert not (out / records.MANIFEST).exists()
         assert not [p for p in out.iterdir() if cv.SHARD_RE.match(p.name)] and not (out / bp.BEAM_DIR).exists()
+
+
+@needs_beam
+def test_prep_scale_bench_times_runners_that_write_the_same_set(tmp_path):
+    from bench import prep_scale
+
+    res = prep_scale.measure(2, small=True, repeats=1, work=tmp_path, only={"local_1", "beam_in_memory"}, warmup=False)
+    assert res["same_manifest"] is True  # the local pool and Beam wrote the same set
+    assert set(res["runs"]) == {"local_1", "beam_in_memory"} and res["scan_s"] > 0 and res["compute_s"] > 0
+    assert all(v["studies_per_s"] > 0 and v["overhead_s"] >= 0 for v in res["runs"].values())
+    assert set(res["ratios"]) == {"beam_in_memory_over_local_1"}
+    assert "beam_in_memory_over_local_1" in prep_scale.table(res)

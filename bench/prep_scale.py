@@ -71,28 +71,24 @@ def measure(cases: int, small: bool, repeats: int, work: Path, only: set[str] | 
     cfg = cv.ConvertConfig(scale=2)
     res: dict[str, Any] = {"cases": cases, "files": sum(1 for _ in root.rglob("*.dcm")),
                            "phantom": {"fov_mm": pcfg.fov_mm, "pet_slices": pcfg.pet_slices},
-                           "load_before": list(os.getloadavg())}
-    scans, computes = [], []
+                           "cores": os.cpu_count(), "repeats": repeats, "load_before": list(os.getloadavg())}
     specs = cv.discover_studies(root, log=_quiet)  # page cache warm for every runner
-    for _ in range(repeats):
-        t = time.perf_counter()
-        specs = cv.discover_studies(root, log=_quiet)
-        scans.append(time.perf_counter() - t)
-    per_study = []
-    for s in specs:
-        t = time.perf_counter()
-        cv.prepare_study(s, cfg)
-        per_study.append(time.perf_counter() - t)
-    computes.append(sum(per_study))
-    res["scan_s"], res["compute_s"] = min(scans), min(computes)
-    res["compute_per_study_s"] = res["compute_s"] / len(specs)
-
     runs = {k: v for k, v in _runners(work, cfg).items() if only is None or k in only}
     for _, run in runs.values() if warmup else ():  # imports of the driver process (TensorFlow for the shards, Beam)
         run(specs[:2])
+    scans, per_study = [], []
     full = {k: [] for k in runs}
     two = {k: [] for k in runs}
-    for _ in range(repeats):
+    for _ in range(repeats):  # each round: the scan, the serial compute, then every runner (the same load)
+        t = time.perf_counter()
+        specs = cv.discover_studies(root, log=_quiet)
+        scans.append(time.perf_counter() - t)
+        times = []
+        for s in specs:
+            t = time.perf_counter()
+            cv.prepare_study(s, cfg)
+            times.append(time.perf_counter() - t)
+        per_study.append(times)
         for name, (_, run) in runs.items():
             t = time.perf_counter()
             run(specs[:2])
@@ -100,6 +96,9 @@ def measure(cases: int, small: bool, repeats: int, work: Path, only: set[str] | 
             t = time.perf_counter()
             run(specs)
             full[name].append(time.perf_counter() - t)
+    per_study = min(per_study, key=sum)
+    res["scan_s"], res["compute_s"] = min(scans), sum(per_study)
+    res["compute_per_study_s"] = res["compute_s"] / len(specs)
     same = {json.dumps(json.loads((work / n / "manifest.json").read_text()), sort_keys=True) for n in runs}
     res["same_manifest"] = len(same) == 1
     res["runs"] = {}
@@ -123,7 +122,8 @@ def measure(cases: int, small: bool, repeats: int, work: Path, only: set[str] | 
 def table(res: dict[str, Any]) -> str:
     lines = ["studies/s end to end (header scan + run); overhead: what more workers do not shrink (module doc)",
              f"{res['cases']} phantom studies ({res['files']} DICOM files, fov {res['phantom']['fov_mm']} mm,"
-             f" {res['phantom']['pet_slices']} PET slices); load {res['load_before']} -> {res['load_after']}",
+             f" {res['phantom']['pet_slices']} PET slices); {res['cores']} cores,"
+             f" load {[round(x, 1) for x in res['load_before']]} -> {[round(x, 1) for x in res['load_after']]}",
              f"header scan (driver, serial) {res['scan_s']:.2f} s; compute (prepare_study, serial)"
              f" {res['compute_s']:.2f} s = {res['compute_per_study_s']:.2f} s/study",
              f"{'runner':15} {'workers':>7} {'seconds':>8} {'studies/s':>10} {'overhead s':>11}"]

@@ -53,6 +53,9 @@ def main(argv=None) -> int:
     """Runs the evaluation; returns the exit status (0 done, 2 user error)."""
     a = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
+    from ctpet_srgan.tf_quiet import import_tensorflow
+
+    import_tensorflow()  # without the start-up lines that are not errors (cuInit on a CPU machine, oneDNN)
     from ctpet_srgan import evaluation
     from ctpet_srgan.inference import load_predictor
 

@@ -93,6 +93,9 @@ def _git_commit() -> str:
 
 def main(argv):
     del argv
+    from ctpet_srgan.tf_quiet import import_tensorflow
+
+    import_tensorflow()  # without the start-up lines that are not errors (cuInit on a CPU machine, oneDNN)
     try:
         _main()
     except (FileNotFoundError, FileExistsError) as e:  # missing VGG weights / data set, or an existing run
@@ -181,7 +184,12 @@ def _main():
     except training.Interrupted as e:
         print(f"train_keras: {e}", file=sys.stderr, flush=True)
         sys.exit(128 + e.signum)
-    print("train_keras: done; final validation " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
+    if metrics:
+        print("train_keras: done; final validation " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
+              flush=True)
+    else:
+        print(f"train_keras: done; {F.model_dir} was already trained to step {cfg.pretrain_steps + cfg.gan_steps}"
+              " (nothing to do)" if F.resume else "train_keras: done (no validation split to score)", flush=True)
 
 
 def run() -> None:

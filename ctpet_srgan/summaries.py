@@ -33,3 +33,33 @@ def tb_image(name: str, image, step: int) -> None:
     h, w = int(img.shape[0]), int(img.shape[1])
     tensor = tf.stack([tf.as_string(w), tf.as_string(h), tf.io.encode_png(img)])
     tf.summary.write(name, tensor, step=step, metadata=_tb_metadata("images", summary_pb2.DATA_CLASS_BLOB_SEQUENCE))
+
+
+def labelled_row(panels: list, labels: list[str], min_width: int = 96, strip: int = 14):
+    """Grey panels side by side, each under a strip with its label (numpy float32 [H', W', 1] in [0, 1]).
+
+    Args:
+        panels: 2-D float arrays of one shape [H, W], values in [0, 1] (clipped).
+        labels: one short label per panel, drawn in white on black above it.
+        min_width: panels narrower than this are enlarged by an integer factor (nearest) so the label is legible.
+        strip: height in pixels of the label strip.
+    Returns:
+        The row as float32 [strip + H * f, n * W * f, 1].
+    """
+    import cv2
+    import numpy as np
+
+    if len(panels) != len(labels):
+        raise ValueError(f"{len(panels)} panels but {len(labels)} labels")
+    h, w = np.asarray(panels[0]).shape
+    f = max(1, -(-min_width // w))
+    cols = []
+    for img, text in zip(panels, labels):
+        img = np.clip(np.asarray(img, np.float32), 0.0, 1.0)
+        if img.shape != (h, w):
+            raise ValueError(f"panel {text!r} is {img.shape}, expected {(h, w)}")
+        big = np.repeat(np.repeat(img, f, axis=0), f, axis=1)
+        head = np.zeros((strip, w * f), np.uint8)  # OpenCV draws text on 8-bit images only
+        cv2.putText(head, text, (2, strip - 4), cv2.FONT_HERSHEY_PLAIN, 0.8, 255, 1, cv2.LINE_AA)
+        cols.append(np.concatenate([head.astype(np.float32) / 255.0, big], axis=0))
+    return np.concatenate(cols, axis=1)[..., None]

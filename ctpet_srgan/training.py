@@ -408,9 +408,9 @@ class Trainer:
         panels = [tf.image.resize(batch["lr_pet"], hw, method="nearest"),
                   tf.image.resize(batch["lr_pet"], hw, method="bicubic"), tf.cast(sr, tf.float32), batch["hr_pet"]]
         vmax = max(float(tf.reduce_max(batch["hr_pet"])), 1e-6)
-        row = tf.clip_by_value(tf.concat(panels, axis=2) / vmax, 0.0, 1.0)
+        row = summaries.labelled_row([p[0, ..., 0].numpy() / vmax for p in panels], ["LR", "bicubic", "SR", "HR"])
         with self._writers["val"].as_default():
-            summaries.tb_image("panels/lr_bicubic_sr_hr_pet", row[0], step)
+            summaries.tb_image("panels/lr_bicubic_sr_hr_pet", row, step)
             try:
                 from ctpet_srgan.fusion import fuse_rgb
                 from ctpet_srgan.normalization import Normalization

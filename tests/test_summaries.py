@@ -1,6 +1,7 @@
 """TensorBoard summaries written with TF core only: read the event file back and check what landed."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from ctpet_srgan import summaries
@@ -35,3 +36,18 @@ def test_scalar_and_png_image_round_trip(tmp_path):
     assert decoded.shape == (6, 10, 3)
     assert decoded[3, 5, 0] == 255 and decoded[3, 5, 1] == 0 and decoded[5, 9, 0] == 0
     assert decoded[0, 0].tolist() == [255, 255, 255]
+
+
+def test_labelled_row_keeps_the_panels_and_writes_each_label_above_its_own():
+    a = np.full((8, 10), 0.25, np.float32)
+    b = np.full((8, 10), 2.0, np.float32)  # clipped to 1
+    row = summaries.labelled_row([a, b], ["LR", "HR"], min_width=40, strip=14)
+    f = 4  # 10 px panels enlarged to >= 40 px
+    assert row.shape == (14 + 8 * f, 2 * 10 * f, 1)
+    body = row[14:, :, 0]
+    assert np.allclose(body[:, : 10 * f], 0.25) and np.allclose(body[:, 10 * f:], 1.0)
+    heads = row[:14, :, 0]
+    assert heads[:, : 10 * f].max() > 0.5 and heads[:, 10 * f:].max() > 0.5  # text in both strips
+    assert not np.array_equal(heads[:, : 10 * f], heads[:, 10 * f:])  # different words
+    with pytest.raises(ValueError):
+        summaries.labelled_row([a], ["LR", "HR"])

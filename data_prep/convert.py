@@ -13,7 +13,9 @@ Per study (a PURE function, `prepare_study`, so it can run in a process pool her
    sqrt(lr_fwhm^2 - truth_fwhm^2), e.g. sqrt(6^2-2^2) = 5.66 mm; clinical PET: `no_truth_fwhm_mm`), resampled
    onto the HR grid and area-averaged by `scale` (a truth PET) or straight onto the LR grid (a clinical PET, whose
    voxels already are LR voxels), then count-dependent Poisson noise (`counts_per_suv` per LR voxel), seeded from
-   (seed, study hash).
+   (seed, study hash). A guided-world study (lesions.json a dict with a `scanner`, data_prep.phantom) uses its own
+   scanner's psf_fwhm_mm / truth_fwhm_mm / counts_per_suv instead of the config's, and its summary keeps the
+   guided lesion fields and the study's world, ct_only, scanner, misregistration and the degradation it got.
    LR CT = HR CT area-averaged by `scale`.
 5. Tumour mask (when the study has an RTSTRUCT): the ROI matching `roi_pattern` (default "GTV_Mass*") rasterised
    onto the HR grid in patient space (ctpet_srgan.rtstruct: a voxel is inside when its centre is inside the contour);
@@ -28,7 +30,8 @@ in the manifest's `skipped`); only when every study fails is the run an error.
 Driver (`convert`): each finished study goes to OUT/.work/<hash>.examples (+ .json summary) atomically, written by
 the worker that prepared it, so a rerun resumes; then a deterministic split by study (sorted hashes, or a permutation
 seeded by `split_seed`, written in the manifest), final shards
-`<split>-NNNNN-of-NNNNN.tfrecord[.gz]`, and manifest.json LAST. No patient identifiers or input paths reach OUT: studies are named by a salted hash.
+`<split>-NNNNN-of-NNNNN.tfrecord[.gz]`, and manifest.json LAST. No patient identifiers or input paths reach OUT:
+studies are named by a salted hash.
 """
 
 from __future__ import annotations
@@ -111,6 +114,7 @@ class StudySpec:
     truth: Source | None = None
     lesions: tuple[dict[str, Any], ...] = ()
     rtstruct: str | None = None  # an RTSTRUCT file with the tumour contour (see ConvertConfig.roi_pattern)
+    world: dict[str, Any] | None = None  # guided phantom world: lesions.json's world, ct_only, scanner, misregistration
 
 
 @dataclasses.dataclass
@@ -238,9 +242,10 @@ def prepare_study(spec: StudySpec, cfg: ConvertConfig) -> StudyResult:
     hr_ct = resample(_antialias(ct, grid), grid.hr_affine, grid.hr_shape, fill_value=-1024.0).array
     src = truth if truth is not None else pet
     hr_pet = resample(src, grid.hr_affine, grid.hr_shape, fill_value=0.0).array
-    extra = extra_fwhm_mm(cfg.lr_fwhm_mm, cfg.truth_fwhm_mm) if truth is not None else cfg.no_truth_fwhm_mm
+    lr_fwhm, truth_fwhm, counts = study_degradation(spec, cfg)
+    extra = extra_fwhm_mm(lr_fwhm, truth_fwhm) if truth is not None else cfg.no_truth_fwhm_mm
     lr_pet = degrade_pet_volume(src, grid.hr_affine, grid.hr_shape, scale=cfg.scale, fwhm_mm=extra,
-                                counts_per_suv=cfg.counts_per_suv, rng=study_rng(cfg, spec.key))
+                                counts_per_suv=counts, rng=study_rng(cfg, spec.key))
     lr_ct = downsample_area(hr_ct, cfg.scale)
     mask, mask_summary = _tumour_mask(spec, cfg, pet, grid)
     examples = []
@@ -261,13 +266,36 @@ def prepare_study(spec: StudySpec, cfg: ConvertConfig) -> StudyResult:
         "has_truth": truth is not None,
         "hr_spacing_mm": [round(v, 6) for v in grid.hr_spacing_mm],
         "lr_spacing_mm": [round(v, 6) for v in grid.lr_spacing_mm],
-        "lesions": [
-            {k: les[k] for k in ("center_mm", "diameter_mm", "uptake_ratio", "kind") if k in les}
-            for les in spec.lesions
-        ],
+        "lesions": [{k: les[k] for k in LESION_FIELDS if k in les} for les in spec.lesions],
         **mask_summary,
     }
+    if spec.world is not None:  # guided phantom world only: the default world's summary stays as it was
+        summary.update(world_summary(spec.world))
+        summary["degradation"] = {"lr_fwhm_mm": lr_fwhm, "truth_fwhm_mm": truth_fwhm, "counts_per_suv": counts,
+                                  "source": "lesions.json scanner" if spec.world.get("scanner") else "config"}
     return StudyResult(spec.key, examples, summary)
+
+
+# Lesion fields kept in the manifest: the default world's, then the guided world's (data_prep.phantom).
+LESION_FIELDS = ("center_mm", "diameter_mm", "uptake_ratio", "kind",
+                 "structure", "shape", "has_ct_correlate", "shift_mm", "necrotic_core_mm")
+WORLD_KEYS = ("world", "ct_only", "scanner", "misregistration")  # study-level entries of a guided lesions.json
+
+
+def world_summary(world: dict[str, Any]) -> dict[str, Any]:
+    """The study-level entries of a guided world's lesions.json that the manifest keeps (`WORLD_KEYS`)."""
+    return {k: world[k] for k in WORLD_KEYS if k in world}
+
+
+def study_degradation(spec: StudySpec, cfg: ConvertConfig) -> tuple[float, float, float]:
+    """(LR PET FWHM mm, truth FWHM mm, counts per LR voxel per SUV) of one study's degradation.
+
+    The guided world's lesions.json `scanner` (psf_fwhm_mm, truth_fwhm_mm, counts_per_suv: the study's own
+    scanner) overrides the config's lr_fwhm_mm / truth_fwhm_mm / counts_per_suv, entry by entry.
+    """
+    sc = (spec.world or {}).get("scanner") or {}
+    return (float(sc.get("psf_fwhm_mm", cfg.lr_fwhm_mm)), float(sc.get("truth_fwhm_mm", cfg.truth_fwhm_mm)),
+            float(sc.get("counts_per_suv", cfg.counts_per_suv)))
 
 
 def _tumour_mask(spec: StudySpec, cfg: ConvertConfig, pet: Volume,
@@ -305,16 +333,28 @@ def _load_lesions(path: Path) -> tuple[dict[str, Any], ...]:
     return tuple(data)
 
 
-def _find_lesions(files: Sequence[str], root: Path) -> tuple[dict[str, Any], ...]:
+def _load_world(path: Path) -> dict[str, Any] | None:
+    """The study-level entries (`WORLD_KEYS`) of a guided world's lesions.json; None for a plain lesion list."""
+    data = json.loads(path.read_text())  # _load_lesions has already checked it reads
+    if not isinstance(data, dict) or not any(k in data for k in WORLD_KEYS if k != "world"):
+        return None
+    sc = data.get("scanner") or {}
+    if not isinstance(sc, dict) or not all(isinstance(sc.get(k, 1.0), (int, float)) and sc.get(k, 1.0) >= 0
+                                           for k in ("psf_fwhm_mm", "truth_fwhm_mm", "counts_per_suv")):
+        raise InputError(path, "scanner must be {psf_fwhm_mm, truth_fwhm_mm, counts_per_suv} (numbers >= 0)")
+    return world_summary(data)
+
+
+def _find_lesions_file(files: Sequence[str], root: Path) -> Path | None:
     """lesions.json in the nearest common ancestor folder of the study's files (not above root)."""
     common = Path(os.path.commonpath([str(Path(f).parent) for f in files]))
     root = root.resolve()
     p = common.resolve()
     while True:
         if (p / "lesions.json").is_file():
-            return _load_lesions(p / "lesions.json")
+            return p / "lesions.json"
         if p == root or root not in p.parents:
-            return ()
+            return None
         p = p.parent
 
 
@@ -351,6 +391,7 @@ def single_study(ct: PathLike, pet: PathLike, truth: PathLike | None = None,
         truth=str(truth) if truth else None,
         lesions=_load_lesions(Path(lesions)) if lesions else (),
         rtstruct=str(rtstruct) if rtstruct else None,
+        world=_load_world(Path(lesions)) if lesions else None,
     )
 
 
@@ -439,9 +480,11 @@ def discover_studies(root: PathLike, *, allow_unregistered: bool = False,
         truth = biggest(tr) if tr else None
         files = ct["files"] + pet["files"] + (truth["files"] if truth else [])
         rts = _pick_rtstruct([s for s in series if s["modality"] == "RTSTRUCT"], pet, ct)
+        les_file = _find_lesions_file(files, root)
         specs.append(StudySpec(
             key=key, ct=tuple(ct["files"]), pet=tuple(pet["files"]),
-            truth=tuple(truth["files"]) if truth else None, lesions=_find_lesions(files, root), rtstruct=rts,
+            truth=tuple(truth["files"]) if truth else None, lesions=_load_lesions(les_file) if les_file else (),
+            rtstruct=rts, world=_load_world(les_file) if les_file else None,
         ))
     return specs
 

@@ -486,3 +486,75 @@ def test_a_fine_ct_is_low_passed_before_it_is_resampled_onto_the_coarser_hr_grid
     hr_ct = np.stack([records.parse_example(e)["hr_ct"].numpy()[..., 0] for e in res.examples])
     assert res.summary["hr_spacing_mm"][:2] == [2.0, 2.0] and hr_ct.shape[1:] == (40, 40)
     assert float(np.abs(hr_ct).max()) < 0.2 * 500.0
+
+
+# --------------------------------------------------------------------------------------------- guided world
+@pytest.fixture(scope="module")
+def guided(tmp_path_factory):
+    root = tmp_path_factory.mktemp("guided")
+    ph.write_phantom_studies(root, 2, 5, nema_every=0, cfg=ph.PhantomConfig(fov_mm=128.0, pet_slices=6,
+                                                                           world="guided"))
+    return root
+
+
+def test_a_guided_study_keeps_its_world_in_the_manifest(guided, tmp_path):
+    specs = cv.discover_studies(guided, log=lambda s: None)
+    m = cv.convert(specs, tmp_path / "set", cv.ConvertConfig(scale=2), log=lambda s: None)
+    by_scanner = {}
+    for d in sorted(p for p in guided.iterdir() if p.is_dir()):
+        info = json.loads((d / "lesions.json").read_text())
+        by_scanner[json.dumps(info["misregistration"], sort_keys=True)] = info
+    assert len(m["studies"]) == 2
+    for st in m["studies"].values():
+        info = by_scanner[json.dumps(st["misregistration"], sort_keys=True)]  # every study found its own world
+        assert st["world"] == "guided" and st["ct_only"] == info["ct_only"] and st["scanner"] == info["scanner"]
+        assert st["degradation"] == {"lr_fwhm_mm": info["scanner"]["psf_fwhm_mm"], "truth_fwhm_mm": 2.0,
+                                     "counts_per_suv": info["scanner"]["counts_per_suv"],
+                                     "source": "lesions.json scanner"}
+        assert len(st["lesions"]) == len(info["lesions"])
+        for got, les in zip(st["lesions"], info["lesions"]):
+            for k in ("center_mm", "diameter_mm", "structure", "shape", "has_ct_correlate", "shift_mm",
+                      "necrotic_core_mm"):
+                assert got[k] == les[k], k
+            assert "host" not in got
+    assert sum(len(st["lesions"]) for st in m["studies"].values()) > 0
+
+
+def test_the_default_world_summary_has_no_guided_entries(prepared):
+    _, m, _ = prepared
+    for st in m["studies"].values():
+        assert not set(st) & {"world", "ct_only", "scanner", "misregistration", "degradation"}
+        assert all(set(les) <= {"center_mm", "diameter_mm", "uptake_ratio", "kind"} for les in st["lesions"])
+
+
+def test_the_lr_pet_follows_the_studys_scanner(guided):
+    import dataclasses
+
+    spec = cv.discover_studies(guided, log=lambda s: None)[0]
+    cfg = cv.ConvertConfig(scale=2)
+
+    def lr_and_hr(**scanner):
+        world = dict(spec.world, scanner=scanner) if scanner else None
+        res = cv.prepare_study(dataclasses.replace(spec, world=world), cfg)
+        ex = [records.parse_example(e) for e in res.examples]
+        return (np.stack([np.asarray(e["lr_pet"])[..., 0] for e in ex]),
+                np.stack([np.asarray(e["hr_pet"])[..., 0] for e in ex]), res.examples)
+
+    *_, plain = lr_and_hr()
+    *_, same = lr_and_hr(psf_fwhm_mm=6.0, truth_fwhm_mm=2.0, counts_per_suv=40.0)  # the config's own values
+    assert same == plain
+    sharp, hr_a, _ = lr_and_hr(psf_fwhm_mm=5.0, counts_per_suv=0.0)
+    blurred, hr_b, _ = lr_and_hr(psf_fwhm_mm=7.5, counts_per_suv=0.0)
+    noisy, _, _ = lr_and_hr(psf_fwhm_mm=5.0, counts_per_suv=15.0)
+    np.testing.assert_array_equal(hr_a, hr_b)  # the scanner changes the LR PET only
+    tv = lambda a: float(np.abs(np.diff(a, axis=-1)).sum())  # noqa: E731
+    assert tv(blurred) < 0.9 * tv(sharp)  # a wider PSF
+    assert sharp.sum() == pytest.approx(blurred.sum(), rel=0.02)  # blur keeps the counts
+    assert np.abs(noisy - sharp).mean() > 0.02 * sharp.mean()  # counts 0: no noise; 15: Poisson noise
+
+
+def test_a_bad_scanner_entry_is_refused_naming_the_file(tmp_path):
+    f = tmp_path / "lesions.json"
+    f.write_text(json.dumps({"world": "guided", "lesions": [], "scanner": {"psf_fwhm_mm": "wide"}}))
+    with pytest.raises(InputError, match="scanner"):
+        cv.single_study(tmp_path, tmp_path, lesions=f)

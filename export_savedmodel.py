@@ -1,6 +1,6 @@
 """Exports a trained generator as a TF Serving SavedModel.
 
-  python export_savedmodel.py --checkpoint runs/demo --export_dir exports --model_name ctpet_srgan --version 1
+  python export_savedmodel.py --model runs/demo --export_dir exports --model_name ctpet_srgan --version 1
   python export_savedmodel.py --bundled real --export_dir exports --model_name ctpet_srgan --version 1
 
 writes exports/ctpet_srgan/1/ (saved_model.pb, variables/, assets/metadata.json). Signature serving_default:
@@ -15,10 +15,11 @@ import sys
 from absl import app, flags
 
 F = flags.FLAGS
-flags.DEFINE_string("checkpoint", None, "Model directory from train_keras.py (run_config.json + best_generator.keras,"
+flags.DEFINE_string("model", None, "Model directory from train_keras.py (run_config.json + best_generator.keras,"
                     " generator.keras or ckpt/), or a .keras file beside a run_config.json. Default: the bundled"
                     " phantom-trained demo model (not for clinical use).")
-flags.DEFINE_enum("bundled", None, ["demo", "real"], "Export a bundled model instead of --checkpoint: demo (phantom-"
+flags.DEFINE_alias("checkpoint", "model")  # the name this flag had before every program read models with --model
+flags.DEFINE_enum("bundled", None, ["demo", "real"], "Export a bundled model instead of --model: demo (phantom-"
                   "trained) or real (trained on 20 IBSI STS patients); both research use only, not for clinical use.")
 flags.DEFINE_string("export_dir", None, "Base folder TF Serving watches (its --model_base_path's parent).")
 flags.DEFINE_string("model_name", "ctpet_srgan", "Model name: the export goes to EXPORT_DIR/MODEL_NAME/VERSION.")
@@ -35,11 +36,11 @@ def main(argv):
     from ctpet_srgan.export import export_savedmodel
     from ctpet_srgan.inference import load_generator
 
-    if F.bundled and F.checkpoint:
-        print("export_savedmodel: error: give --checkpoint or --bundled, not both", file=sys.stderr)
+    if F.bundled and F.model:
+        print("export_savedmodel: error: give --model or --bundled, not both", file=sys.stderr)
         return 2
     try:
-        model, run_config, source = load_generator(f"bundled:{F.bundled}" if F.bundled else F.checkpoint)
+        model, run_config, source = load_generator(f"bundled:{F.bundled}" if F.bundled else F.model)
         out = export_savedmodel(model, run_config, F.export_dir, F.model_name, F.version, overwrite=F.overwrite)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"export_savedmodel: error: {e}", file=sys.stderr)

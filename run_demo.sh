@@ -16,7 +16,7 @@ fi
 PY=.venv/bin/python
 export TF_CPP_MIN_LOG_LEVEL=2
 $PY train_keras.py --flagfile=flags/demo.cfg --resume "$@"
-$PY export_savedmodel.py --checkpoint runs/demo --export_dir exports --model_name ctpet_srgan --version 1 --overwrite
+$PY export_savedmodel.py --model runs/demo --export_dir exports --model_name ctpet_srgan --version 1 --overwrite
 # a study of the test split (never trained on); the first phantom study if the set has no test split
 case_dir=$($PY -c '
 from pathlib import Path

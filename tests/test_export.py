@@ -27,7 +27,7 @@ def exported(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
     model, rc = tiny_generator("s2d", seed=3)
     run_dir = save_model_dir(model, rc, tmp / "run", "best_generator.keras")
-    r = subprocess.run([sys.executable, str(ROOT / "export_savedmodel.py"), f"--checkpoint={run_dir}",
+    r = subprocess.run([sys.executable, str(ROOT / "export_savedmodel.py"), f"--model={run_dir}",
                         f"--export_dir={tmp / 'exp'}", "--model_name=ctpet_srgan", "--version=7"],
                        capture_output=True, text=True, env=ENV, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -8,6 +8,7 @@ SIGTERM/SIGINT save a checkpoint at the next step boundary and exit with status 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import subprocess
 import sys
@@ -75,6 +76,8 @@ flags.DEFINE_integer("eval_batches", 8, "Validation batches per evaluation (0: a
 flags.mark_flags_as_required(["data_dir", "model_dir"])
 
 log = logging.getLogger("train_keras")
+# Every TrainConfig field is the flag of the same name, except these (tests/test_train_keras.py checks the defaults).
+FLAG_OF = {"jit_compile": "xla"}
 
 
 def _git_commit() -> str:
@@ -119,16 +122,8 @@ def _main():
     from ctpet_srgan import pipeline, vgg
     from ctpet_srgan.models import GeneratorConfig
 
-    cfg = training.TrainConfig(
-        batch_size=F.batch_size, patch_size=F.patch_size, val_batch_size=F.val_batch_size,
-        pretrain_steps=F.pretrain_steps, gan_steps=F.gan_steps, g_lr=F.g_lr, d_lr=F.d_lr,
-        lr_decay_factor=F.lr_decay_factor, pixel_loss=F.pixel_loss, pixel_weight=F.pixel_weight,
-        content_loss=F.content_loss, content_weight=F.content_weight, vgg_weights=F.vgg_weights,
-        vgg_layer=F.vgg_layer, vgg_before_activation=F.vgg_before_activation, adv_loss=F.adv_loss,
-        adv_weight=F.adv_weight, ct_weight=F.ct_weight, d_filters=F.d_filters, checkpoint_every=F.checkpoint_every,
-        keep_checkpoints=F.keep_checkpoints, log_every=F.log_every, eval_every=F.eval_every,
-        eval_batches=F.eval_batches, seed=F.seed, jit_compile=F.xla, mixed_precision=F.mixed_precision,
-        data_resume=F.data_resume, ct_shift_max_mm=F.ct_shift_max_mm, ct_dropout=F.ct_dropout)
+    cfg = training.TrainConfig(**{f.name: F[FLAG_OF.get(f.name, f.name)].value
+                                  for f in dataclasses.fields(training.TrainConfig)})
 
     # VGG first, so that a missing weight file fails before any data preparation or training.
     vgg_model, vgg_label, vgg_key = None, "none (pixel + adversarial losses only)", "none"

@@ -8,32 +8,31 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Flags whose name differs from the TrainConfig field they fill.
-RENAMED = {"jit_compile": "xla"}
 
 _DUMP = """
 import json, sys
 import train_keras
 from absl import flags
 F = flags.FLAGS
-print(json.dumps({name: F[name].default for name in F}))
+print(json.dumps({"defaults": {name: F[name].default for name in F}, "renamed": train_keras.FLAG_OF}))
 """
 
 
 def _flag_defaults() -> dict:
     out = subprocess.run([sys.executable, "-c", _DUMP], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])  # in a subprocess: absl flags are process-global
 
 
 def test_every_train_config_field_is_a_flag_with_the_same_default():
     from ctpet_srgan.training import TrainConfig
 
-    defaults = _flag_defaults()
+    dump = _flag_defaults()
+    defaults, renamed = dump["defaults"], dump["renamed"]
     cfg = TrainConfig()
     missing, differ = [], []
     for f in dataclasses.fields(TrainConfig):
-        name = RENAMED.get(f.name, f.name)
+        name = renamed.get(f.name, f.name)
         if name not in defaults:
             missing.append(f.name)
         elif defaults[name] != getattr(cfg, f.name):
@@ -45,7 +44,7 @@ def test_every_train_config_field_is_a_flag_with_the_same_default():
 def test_generator_flags_match_generator_config_defaults():
     from ctpet_srgan.models import GeneratorConfig
 
-    defaults = _flag_defaults()
+    defaults = _flag_defaults()["defaults"]
     gen = GeneratorConfig(scale=2)
     for name in ("filters", "num_blocks", "ct_mode"):
         assert defaults[name] == getattr(gen, name), name

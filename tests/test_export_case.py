@@ -156,6 +156,12 @@ def test_a_real_study_exports_and_generate_takes_it_without_a_spacing_warning(tm
     sr = read_nifti(tmp_path / "sr.nii.gz")
     hr = read_nifti(out / "hr_pet.nii.gz")
     assert sr.shape == hr.shape and np.allclose(sr.affine, hr.affine, atol=1e-3)
+    # generate on the exported series = the model on the records (what evaluate.py scores), up to the DICOM rescale
+    from ctpet_srgan.inference import load_predictor
+
+    case = ec.load_case(prep, split="test", index=0)
+    ref = load_predictor("bundled:real").predict(case.lr_pet.array, case.hr_ct.array, batch_size=8)["sr_pet"]
+    np.testing.assert_allclose(sr.array, np.maximum(np.asarray(ref), 0.0), atol=2e-3)
 
 
 def _pet_folder(study_dir):

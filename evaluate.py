@@ -8,7 +8,8 @@ and figures/*.png. Models: anything `ctpet_srgan.inference.load_predictor` reads
 .keras file beside run_config.json, a SavedModel export). Baselines always scored: bicubic and Lanczos-4 (OpenCV).
 What is scored and how: `ctpet_srgan/evaluation.py`; definitions: docs/metrics.md. On a set with tumour masks
 (real patients) it adds per-patient tumour quantification, the CT ablation (--no_ct_ablation skips it) and the
-issue-11 targets, one "target met/missed (margin ...)" line each. A user error (missing or bad input, existing
+issue-11 targets, one "target met/missed (margin ...)" line each; on a guided phantom world (or with --guidance) the
+CT guidance section and the issue-12 targets the same way. A user error (missing or bad input, existing
 results) prints one line `PATH: problem` and exits with status 2.
 """
 
@@ -45,6 +46,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dpi", type=int, default=100)
     p.add_argument("--no_ct_ablation", action="store_true",
                    help="skip the CT ablation (the fused model run again with a water-filled body outline as CT)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--guidance", dest="guidance", action="store_const", const=True, default=None,
+                   help="add the CT guidance section (issue 12; default: when the set is a guided phantom world)")
+    g.add_argument("--no_guidance", dest="guidance", action="store_const", const=False,
+                   help="skip the CT guidance section even on a guided phantom world")
     p.add_argument("--overwrite", action="store_true", help="replace existing results in --out")
     return p.parse_args(argv)
 
@@ -72,12 +78,12 @@ def main(argv=None) -> int:
             min_separation_mm=a.min_separation_mm, n_figures=a.n_figures, batch_size=a.batch_size,
             max_slices=a.max_slices, seed=a.seed, dpi=a.dpi, overwrite=a.overwrite,
             model_sources={k: str(v) for k, v in paths.items()}, fused_name=a.model_name,
-            ct_ablation=not a.no_ct_ablation)
+            ct_ablation=not a.no_ct_ablation, guidance=a.guidance)
     except (FileNotFoundError, FileExistsError, ValueError) as e:  # InputError is a ValueError
         print(str(e).splitlines()[0] if str(e) else type(e).__name__, file=sys.stderr)
         return 2
     print(f"{a.out}: {res['data']['n_studies']} studies, {res['data']['n_slices']} slices scored; see results.md")
-    for t in res.get("targets") or []:
+    for t in (res.get("targets") or []) + ((res.get("guidance") or {}).get("targets") or []):
         verdict = {True: "met", False: "missed", None: "not measurable"}[t["met"]]
         margin = "" if t["margin"] is None else f" (margin {t['margin']:+.4g})"
         print(f"target {verdict}{margin}: {t['target']}")

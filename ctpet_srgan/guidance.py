@@ -10,8 +10,10 @@ Conventions: PET in SUVbw, CT in HU, arrays (rows, cols) for a slice or (slices,
 - Misregistration: `shift_image_mm` (an in-plane shift by mm, bilinear), `misregistration_sweep`.
 - CT-only imprint: `ct_only_imprint` (relative PET change inside structures the CT has and the PET has not).
 - PET-only lesions: `pet_only_recovery` (NEMA CRC of the lesions with no CT correlate).
-- Hallucinations at a matched false-positive rate: `collect_detections`, `threshold_at_fp_rate`,
-  `operating_point`, `hot_spots_per_slice`.
+- Hallucinations at a matched false-positive rate: `collect_detections`, `merge_detections`,
+  `threshold_at_fp_rate`, `operating_point`, `hot_spots_per_slice`.
+The same on a prepared guided-world set, per method and study, pooled over studies: `ctpet_srgan.evaluation`
+(its "guidance" section; `guidance_study`, `guidance_summary`).
 Definitions are also written in each docstring; a `predict` argument is a callable
 predict(lr_pet, hr_ct) -> hr_pet on physical units (SUV in, HU in, SUV out) of one slice or a batch of them.
 """
@@ -290,30 +292,48 @@ def pet_only_recovery(image: np.ndarray, lesions: Sequence[Mapping[str, Any]], s
 # ----------------------------------------------------------------------------- hallucinations
 def collect_detections(images: Sequence[np.ndarray], lesions_per_slice: Sequence[Sequence[Mapping[str, Any]]],
                        spacing_mm: Sequence[float], *, min_threshold: float, min_separation_mm: float = 5.0,
-                       masks: Sequence[np.ndarray | None] | None = None) -> dict[str, Any]:
+                       masks: Sequence[np.ndarray | None] | None = None,
+                       free: Sequence[bool] | None = None) -> dict[str, Any]:
     """Every candidate hot spot of a set of slices, matched to the lesions (`metrics.detect_hot_spots`,
     `metrics.match_detections`), so that any higher threshold can be applied afterwards.
 
     Args:
         images: PET slices (SUV). lesions_per_slice: per slice, the lesions crossing it (center_rc,
-            radius_mm, scored, diameter_mm; see `metrics.match_detections`); [] on a lesion-free slice.
+            radius_mm, scored, diameter_mm, optional uptake_ratio; see `metrics.match_detections`); [] on a
+            lesion-free slice.
         spacing_mm: (row, col) mm. min_threshold: the lowest SUV a candidate needs. masks: per-slice body masks.
+        free: per slice, whether it counts as lesion-free (default: no lesion crosses it); e.g. clear of every
+            lesion by a margin, so that a lesion's blurred edge is no hallucination.
     Returns:
-        dict(lesion_scores, diameters, fp_scores, free_fp_scores, n_slices, n_free): per scored lesion its best
-        detection score (-inf if none), the false positives' scores (all slices, and lesion-free slices only).
+        dict(lesion_scores, diameters, uptake_ratios, fp_scores, free_fp_scores, n_slices, n_free): per scored
+        lesion its best detection score (-inf if none), diameter (mm) and uptake ratio (NaN if not given), the
+        false positives' scores (all slices, and lesion-free slices only).
     """
-    out: dict[str, Any] = dict(lesion_scores=[], diameters=[], fp_scores=[], free_fp_scores=[], n_slices=0, n_free=0)
+    out: dict[str, Any] = dict(lesion_scores=[], diameters=[], uptake_ratios=[], fp_scores=[], free_fp_scores=[],
+                               n_slices=0, n_free=0)
     for n, (img, les) in enumerate(zip(images, lesions_per_slice)):
         det = metrics.detect_hot_spots(img, threshold=min_threshold, spacing_mm=spacing_mm,
                                        min_separation_mm=min_separation_mm, mask=None if masks is None else masks[n])
         scores, fps = metrics.match_detections(det, list(les), spacing_mm)
+        scored = [x for x in les if x.get("scored", True)]
         out["lesion_scores"] += scores
-        out["diameters"] += [float(x["diameter_mm"]) for x in les if x.get("scored", True)]
+        out["diameters"] += [float(x["diameter_mm"]) for x in scored]
+        out["uptake_ratios"] += [float(x.get("uptake_ratio", math.nan)) for x in scored]
         out["fp_scores"] += fps
         out["n_slices"] += 1
-        if not les:
+        if (not les) if free is None else free[n]:
             out["free_fp_scores"] += fps
             out["n_free"] += 1
+    return out
+
+
+def merge_detections(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """`collect_detections` outputs of several sets of slices (e.g. studies) pooled into one."""
+    out: dict[str, Any] = dict(lesion_scores=[], diameters=[], uptake_ratios=[], fp_scores=[], free_fp_scores=[],
+                               n_slices=0, n_free=0)
+    for d in parts:
+        for k in out:
+            out[k] = out[k] + (list(d.get(k, [])) if isinstance(out[k], list) else int(d.get(k, 0)))
     return out
 
 
@@ -334,21 +354,25 @@ def threshold_at_fp_rate(fp_scores: Sequence[float], n_slices: int, fp_per_slice
     return float(np.nextafter(s[allowed], np.inf))
 
 
-def operating_point(det: Mapping[str, Any], threshold: float, *, diameter_range_mm: tuple[float, float] | None = None
-                    ) -> dict[str, float]:
+def operating_point(det: Mapping[str, Any], threshold: float, *, diameter_range_mm: tuple[float, float] | None = None,
+                    max_uptake_ratio: float | None = None) -> dict[str, float]:
     """Sensitivity and false positives of `collect_detections` output at one threshold.
 
     Args:
         det: `collect_detections` output; threshold: SUV.
         diameter_range_mm: only lesions with lo <= diameter <= hi count for the sensitivity (e.g. (6, 10)).
+        max_uptake_ratio: only lesions with uptake_ratio <= this count (low contrast, e.g. 3 for 3:1).
     Returns:
         dict(threshold, sensitivity, n_lesions, fp_per_slice (all slices), hot_spots_per_free_slice (false
         positives on lesion-free slices / lesion-free slices: the hallucinations)); NaN where a count is 0.
     """
     ls, ds = np.asarray(det["lesion_scores"], np.float64), np.asarray(det["diameters"], np.float64)
+    keep = np.ones(ls.shape, bool)
     if diameter_range_mm is not None:
-        keep = (ds >= diameter_range_mm[0]) & (ds <= diameter_range_mm[1])
-        ls = ls[keep]
+        keep &= (ds >= diameter_range_mm[0]) & (ds <= diameter_range_mm[1])
+    if max_uptake_ratio is not None:
+        keep &= np.asarray(det.get("uptake_ratios", [math.nan] * ls.size), np.float64) <= max_uptake_ratio
+    ls = ls[keep]
     nan = float("nan")
     n_fp = int(np.sum(np.asarray(det["fp_scores"], np.float64) >= threshold))
     n_free_fp = int(np.sum(np.asarray(det["free_fp_scores"], np.float64) >= threshold))

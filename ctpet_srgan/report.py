@@ -2,7 +2,8 @@
 
 `results_markdown` renders the results dict that `ctpet_srgan.evaluation.evaluate` builds: image quality,
 lesions and detection, fusion quality and gain, and, on sets with tumour masks, the per-patient tables, the
-medians, the fusion gain per patient, the CT ablation and the targets. `clean` makes the dict strict JSON.
+medians, the fusion gain per patient, the CT ablation and the targets; on a guided phantom world, the CT
+guidance section (issue 12). `clean` makes the dict strict JSON.
 """
 
 from __future__ import annotations
@@ -131,11 +132,44 @@ def _md_paired(title: str, a: dict | None) -> list[str]:
     return lines
 
 
-def _md_targets(rows: list[dict]) -> list[str]:
-    lines = ["", "## Targets (issue 11)", "", "| target | value | limit | result | margin |", "|---|---|---|---|---|"]
+def _md_targets(rows: list[dict], title: str = "Targets (issue 11)") -> list[str]:
+    lines = ["", f"## {title}", "", "| target | value | limit | result | margin |", "|---|---|---|---|---|"]
     for t in rows:
         res = {True: "met", False: "missed", None: "not measurable"}[t["met"]]
         lines.append(_row(t["target"], _fmt(t["value"], 4), _fmt(t["limit"], 4), res, _fmt(t["margin"], 4)))
+    return lines
+
+
+def _md_guidance(g: dict) -> list[str]:
+    """The guidance section (issue 12): CT reliance, misregistration sweep, imprint, PET-only lesions, detection."""
+    ms = g["methods"]
+    lines = ["", "## CT guidance (issue 12)", "", f"{g['n_studies']} studies with a true HR PET. Definitions:"
+             " docs/metrics.md, Guidance.", "",
+             "| method | PSNR true CT | PSNR uninformative CT | reliance (dB) | SSIM true | SSIM uninf. | CRC true"
+             " | CRC uninf. |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in ms.items():
+        v = r["reliance"]
+        lines.append(_row(name, _fmt(v["true_psnr"], 2), _fmt(v["uninformative_psnr"], 2),
+                          _fmt(v["reliance_psnr"], 2), _fmt(v["true_ssim"], 4), _fmt(v["uninformative_ssim"], 4),
+                          _fmt(v["true_crc"], 3), _fmt(v["uninformative_crc"], 3)))
+    shifts = [row["shift_mm"] for row in next(iter(ms.values()))["misregistration"]] if ms else []
+    lines += ["", "Misregistration sweep (CT shifted along +col): PSNR (dB) / lesion CRC / hot spots per lesion-free"
+              " slice", "", _row("method", *[f"{s:g} mm" for s in shifts]), "|---|" + "---|" * len(shifts)]
+    for name, r in ms.items():
+        lines.append(_row(name, *[" / ".join((_fmt(x["psnr"], 2), _fmt(x["crc"], 3),
+                                              _fmt(x["hot_spots_per_free_slice"], 2))) for x in r["misregistration"]]))
+    lines += ["", "| method | CT-only imprint | x bicubic | x pet_only | structures | PET-only lesion CRC | lesions"
+              " | threshold (SUV) | FP/slice | hot spots / free slice | sens. 6-10 mm (n) | sens. 6-10 mm <= 3:1 (n) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in ms.items():
+        i, p, d = r["ct_only_imprint"], r["pet_only_lesions"], r["detection"]
+        lines.append(_row(name, _pct(i["imprint"]), _fmt(i.get("over_bicubic"), 2), _fmt(i.get("over_pet_only"), 2),
+                          i["n_structures"], _fmt(p["crc"], 3), p["n_lesions"], _fmt(d["threshold_suv"], 2),
+                          _fmt(d["fp_per_slice"], 2), _fmt(d["hot_spots_per_free_slice"], 2),
+                          f"{_fmt(d['sensitivity_6_10mm'], 2)} ({d['n_6_10mm']})",
+                          f"{_fmt(d['sensitivity_6_10mm_low_contrast'], 2)} ({d['n_6_10mm_low_contrast']})"))
+    if g.get("targets"):
+        lines += _md_targets(g["targets"], "Guidance targets (issue 12)")
     return lines
 
 
@@ -165,5 +199,7 @@ def results_markdown(res: dict) -> str:
             lines += _md_paired(f"CT ablation ({a['model']} with its real CT minus the same model with an"
                                 f" uninformative CT: {a['ct']})", a)
         lines += _md_targets(res.get("targets") or [])
+    if res.get("guidance"):
+        lines += _md_guidance(res["guidance"])
     lines += ["", "## Figures", ""] + [f"![{p}]({p})" for p in res.get("figures", [])]
     return "\n".join(lines) + "\n"

@@ -193,9 +193,12 @@ def test_guidance_check_tool_scores_bicubic_and_a_model_on_the_guided_world(tmp_
 
     assert main(["--out", str(tmp_path), "--cases", "2", "--fov_mm", "64", "--pet_slices", "6"]) == 0
     r = json.loads((tmp_path / "guidance.json").read_text())
-    assert r["slices"] == 2 * 6 and r["ct_only_masks"] > 0
-    bic = r["methods"]["bicubic"]
-    assert bic["reliance_psnr_db"] == 0.0 and len(set(bic["sweep_psnr"].values())) == 1  # bicubic has no CT input
-    model = r["methods"]["bundled:demo"]
-    assert model["reliance_psnr_db"] != 0.0 and len(set(model["sweep_psnr"].values())) > 1  # the demo model takes CT
-    assert math.isfinite(model["ct_only_imprint"]) and math.isfinite(bic["ct_only_imprint"])
+    assert r["slices"] == 2 * 6 and r["n_studies"] == 2 and r["models"]["fused_srgan"] == "bundled:demo"
+    bic, model = r["methods"]["bicubic"], r["methods"]["fused_srgan"]
+    assert bic["reliance"]["reliance_psnr"] == 0.0  # bicubic has no CT input
+    assert len({row["psnr"] for row in bic["misregistration"]}) == 1
+    assert model["reliance"]["reliance_psnr"] != 0.0  # the demo model takes CT
+    assert len({row["psnr"] for row in model["misregistration"]}) > 1
+    assert model["ct_only_imprint"]["n_structures"] > 0 and model["ct_only_imprint"]["imprint"] is not None
+    assert {t["met"] for t in r["targets"]} <= {True, False, None} and len(r["targets"]) == 6
+    assert "## CT guidance (issue 12)" in (tmp_path / "eval" / "results.md").read_text()

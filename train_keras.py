@@ -30,6 +30,8 @@ flags.DEFINE_enum("ct_mode", "s2d", ["s2d", "lr", "none"], "CT branch: HR CT spa
 flags.DEFINE_integer("filters", 64, "Generator width.")
 flags.DEFINE_integer("num_blocks", 16, "Generator residual blocks.")
 flags.DEFINE_integer("d_filters", 64, "Discriminator base width.")
+flags.DEFINE_boolean("d_spectral_norm", False, "Spectral normalisation of every discriminator layer (Miyato et al."
+                     " 2018), so that D keeps learning instead of sitting at chance.")
 # Optimisation
 flags.DEFINE_integer("batch_size", 16, "GLOBAL batch size (all replicas).")
 flags.DEFINE_integer("patch_size", 24, "LR patch size in pixels (HR patch = patch_size * scale).")

@@ -63,6 +63,7 @@ class TrainConfig:
     adv_weight: float = 1e-3
     ct_weight: float = 0.5
     d_filters: int = 64
+    d_spectral_norm: bool = False  # spectral normalisation of every D layer (models.build_discriminator)
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     log_every: int = 50
@@ -299,7 +300,7 @@ class Trainer:
         keras.utils.set_random_seed(cfg.seed)
         with strategy.scope():
             self.generator = build_generator(gen_cfg)
-            self.discriminator = build_discriminator(cfg.d_filters)
+            self.discriminator = build_discriminator(cfg.d_filters, spectral_norm=cfg.d_spectral_norm)
             g_opt = keras.optimizers.Adam(PhaseSchedule(cfg.g_lr, cfg.pretrain_steps, cfg.gan_steps,
                                                         cfg.lr_decay_factor), beta_1=0.9)
             d_opt = keras.optimizers.Adam(PhaseSchedule(cfg.d_lr, 0, cfg.gan_steps, cfg.lr_decay_factor),

@@ -247,3 +247,25 @@ def test_pet_only_model_trains_without_ct_inputs():
     m.set_phase("gan")
     hist = m.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)
     assert np.isfinite(hist.history["g_loss"][0]) and hist.history["d_loss"][0] > 0
+
+
+def test_spectral_norm_discriminator_trains_checkpoints_and_resumes(tmp_path):
+    cfg = _cfg(pretrain_steps=1, gan_steps=3, d_spectral_norm=True)
+    t = _trainer(tmp_path, cfg)
+    sn = [layer for layer in t.discriminator.layers if isinstance(layer, keras.layers.SpectralNormalization)]
+    assert sn and not any(isinstance(layer, keras.layers.SpectralNormalization) for layer in
+                          _trainer(tmp_path / "plain", _cfg(pretrain_steps=0, gan_steps=0)).discriminator.layers)
+    u0 = [v.numpy().copy() for layer in sn for v in layer.non_trainable_weights]
+    d0 = _weights(t.discriminator)
+    t.fit()
+    assert int(t.step.numpy()) == 4
+    d1 = _weights(t.discriminator)
+    assert not all(np.array_equal(a, b) for a, b in zip(d0, d1))  # D trained in the GAN phase
+    u1 = [v.numpy() for layer in sn for v in layer.non_trainable_weights]
+    assert not all(np.array_equal(a, b) for a, b in zip(u0, u1))  # the power iteration ran
+    assert tf.train.latest_checkpoint(str(tmp_path / "ckpt")).endswith("ckpt-4")
+    assert json.loads((tmp_path / "run_config.json").read_text()).get("generator") == GEN.to_dict()
+    resumed = _trainer(tmp_path, cfg, resume=True)
+    assert int(resumed.step.numpy()) == 4
+    for a, b in zip(d1, _weights(resumed.discriminator)):  # kernels and power-iteration vectors restored
+        np.testing.assert_array_equal(a, b)

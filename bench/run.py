@@ -59,7 +59,8 @@ BOUNDS = {
     "Adam updates are not counted as FLOPs",
     "ours_over_torch_eager": "both run the convs through oneDNN (torch through its own, NCHW): the ratio is what "
     "TF's graph execution and NHWC layout save over eager dispatch and NCHW, not a different conv kernel",
-    "prep_2_workers_over_decode_1": "pydicom header parsing twice (scan + convert) and worker start-up (bench/RESULTS.md)",
+    "prep_2_workers_over_decode_1": "pydicom header parsing twice (scan + convert) and worker start-up "
+    "(bench/RESULTS.md)",
 }
 
 
@@ -732,7 +733,8 @@ def table(res: dict) -> str:
     for k, t in res["targets"].items():
         v = t["value"]
         vs = "n/a" if v is None else f"{v:.3f}"
-        lines.append(f"{k:40s} {vs:>9s}  target {t['target']:8s} {'MET' if t['met'] else 'missed' if t['met'] is False else '-'}")
+        verdict = "MET" if t["met"] else "missed" if t["met"] is False else "-"
+        lines.append(f"{k:40s} {vs:>9s}  target {t['target']:8s} {verdict}")
         if t["met"] is False and k in BOUNDS:
             lines.append(f"    bound: {BOUNDS[k]}")
     return "\n".join(lines)

@@ -50,7 +50,8 @@ def test_tiny_run_times_the_peers_or_says_why_not(tiny_result):
                 "onnxruntime": onnx_available()[0]}
     for k, present in expected.items():
         if present:
-            assert pr["timed"][k]["ours_over"] == pytest.approx(pr["timed"][k]["best_s"] / pr["timed"]["ours"]["best_s"])
+            row = pr["timed"][k]
+            assert row["ours_over"] == pytest.approx(row["best_s"] / pr["timed"]["ours"]["best_s"])
             assert pr["peers"][k]["max_abs_diff_vs_ours"] < 1e-4, k  # the same function, not only the same shapes
         else:
             assert k not in pr["timed"] and any(k.startswith(s) for s in pr["skipped"]), pr["skipped"]
@@ -154,7 +155,8 @@ def test_read_flagfile(tmp_path):
 
 def test_check_targets_and_rescale():
     res = {"inference_fraction_of_reference": 0.8, "train_fraction_of_reference": 0.5, "pipeline_over_training": None,
-           "prep_2_workers_over_decode_1": 0.5, "generate_peak_rss_gib": 2.01, "inference_fraction_of_max_reference": 0.6,
+           "prep_2_workers_over_decode_1": 0.5, "generate_peak_rss_gib": 2.01,
+           "inference_fraction_of_max_reference": 0.6,
            "ours_over_torch_eager": 3.0,
            "inference": {"model_calls": [{"fraction": 0.4, "best_s": 2.0, "paired_share": 0.7}]}}
     t = bench_run.check_targets(res)

@@ -119,7 +119,8 @@ def ssim(truth: np.ndarray, test: np.ndarray, *, data_range: float, mask: np.nda
 
 
 # ----------------------------------------------------------------------------- lesions (NEMA)
-def disk_mask(shape: Sequence[int], center_rc: Sequence[float], radius_mm: float, spacing_mm: Sequence[float]) -> np.ndarray:
+def disk_mask(shape: Sequence[int], center_rc: Sequence[float], radius_mm: float,
+              spacing_mm: Sequence[float]) -> np.ndarray:
     """Boolean mask of the pixels whose centres lie within `radius_mm` of `center_rc` (row, col
     in pixels, may be fractional); `spacing_mm` = (row, col) pixel size in mm."""
     rows, cols = np.ogrid[: shape[0], : shape[1]]
@@ -134,7 +135,8 @@ def background_roi_centres(center_rc, ring_mm: float, spacing_mm, n: int = 12) -
     out = []
     for k in range(n):
         a = 2 * math.pi * (k + 0.5) / n
-        out.append((center_rc[0] + ring_mm * math.sin(a) / spacing_mm[0], center_rc[1] + ring_mm * math.cos(a) / spacing_mm[1]))
+        out.append((center_rc[0] + ring_mm * math.sin(a) / spacing_mm[0],
+                    center_rc[1] + ring_mm * math.cos(a) / spacing_mm[1]))
     return out
 
 
@@ -412,7 +414,8 @@ def to_unit_range(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- statistics
-def bootstrap_ci(values: Sequence[float], *, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_ci(values: Sequence[float], *, n_boot: int = 2000, alpha: float = 0.05,
+                 seed: int = 0) -> tuple[float, float, float]:
     """Mean of `values` (NaNs dropped) and its percentile bootstrap (1 - alpha) CI:
     resample the values with replacement `n_boot` times (numpy default_rng(seed)), take the
     alpha/2 and 1 - alpha/2 quantiles of the resampled means. One value gives (v, v, v); none NaN."""

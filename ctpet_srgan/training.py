@@ -359,7 +359,7 @@ class Trainer:
     def _make_step_fn(self, gan: bool):
         @tf.function
         def step_fn(iterator, stop):
-            """One global step; `stop` (this worker's signal flag) is summed over replicas: all workers stop together."""
+            """One global step; `stop` (this worker's signal flag) is summed over replicas: all stop together."""
 
             def replica(batch):
                 return self.model.replica_step(batch, gan=gan), tf.cast(stop, tf.int32)

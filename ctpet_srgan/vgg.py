@@ -94,9 +94,9 @@ def load_vgg_features(
     Raises FileNotFoundError naming the path and the expected file when the weight file is missing.
     """
     base, label = _base_vgg19(weights)
-    names = [l.name for l in base.layers]
+    names = [lyr.name for lyr in base.layers]
     if layer not in names or not isinstance(base.get_layer(layer), layers.Conv2D):
-        convs = [l.name for l in base.layers if isinstance(l, layers.Conv2D)]
+        convs = [lyr.name for lyr in base.layers if isinstance(lyr, layers.Conv2D)]
         raise ValueError(f"unknown VGG19 conv layer {layer!r}; choose one of {convs}")
     inp = keras.Input((None, None, 1), name="grey")
     x = GreyToVGG(name="grey_to_vgg")(inp)

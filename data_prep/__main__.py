@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     ph.add_argument("--out", required=True, help="output folder (case_NNN/ subfolders)")
     ph.add_argument("--cases", type=int, default=8)
     ph.add_argument("--seed", type=int, default=0)
-    ph.add_argument("--nema_every", type=int, default=4, help="every Nth case (from 0) is the NEMA IEC phantom; 0: none")
+    ph.add_argument("--nema_every", type=int, default=4,
+                    help="every Nth case (from 0) is the NEMA IEC phantom; 0: none")
     ph.add_argument("--fov_mm", type=float, default=256.0, help="transaxial field (mm), multiple of --pet_spacing_mm")
     ph.add_argument("--pet_slices", type=int, default=24)
     ph.add_argument("--pet_spacing_mm", type=float, default=4.0)

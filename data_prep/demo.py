@@ -22,7 +22,8 @@ def ensure_demo_data(data_dir: str, *, cases: int = 8, seed: int = 0, scale: int
     if (out / records.MANIFEST).exists():
         m = records.read_manifest(out)
         if int(m["scale"]) != int(scale):
-            raise ValueError(f"{out}: holds a scale-{m['scale']} set, scale {scale} was asked for; use another directory")
+            raise ValueError(f"{out}: holds a scale-{m['scale']} set, scale {scale} was asked for;"
+                             " use another directory")
         return
     dicom = out / "phantom_dicom"
     log(f"writing {cases} phantom studies under {dicom}")

@@ -231,7 +231,8 @@ def _anatomy(variant: str, g: _Grid, fov: float, zc: float, zext: float, rng: np
         a, b = 0.30 * fov * j(0.9, 1.05), 0.37 * fov * j(0.9, 1.05)
         shapes += [("skull", g.cylinder(0, 0, a, b)), ("brain", g.cylinder(0, 0, a - 0.03 * fov, b - 0.03 * fov))]
         shapes += [("white", g.ellipsoid((0, 0, zc), (0.6 * a, 0.65 * b, 0.45 * zext)))]
-        shapes += [("csf", g.ellipsoid((0.08 * a * s, -0.05 * b, zc), (0.1 * a, 0.3 * b, 0.25 * zext))) for s in (-1, 1)]
+        shapes += [("csf", g.ellipsoid((0.08 * a * s, -0.05 * b, zc), (0.1 * a, 0.3 * b, 0.25 * zext)))
+                   for s in (-1, 1)]
         return shapes, suv
     a, b = 0.46 * fov * j(0.92, 1.0), 0.35 * fov * j(0.92, 1.05)
     shapes += [("fat", g.cylinder(0, 0, a, b)), ("soft", g.cylinder(0, 0, a - 0.05 * fov, b - 0.05 * fov))]
@@ -239,7 +240,8 @@ def _anatomy(variant: str, g: _Grid, fov: float, zc: float, zext: float, rng: np
     if variant == "thorax":
         zl = zc + 0.2 * zext  # lungs in the upper part, liver in the lower part
         shapes += [("liver", g.ellipsoid((-0.35 * a, 0.0, zc - 0.35 * zext), (0.5 * a, 0.7 * b, 0.45 * zext)))]
-        shapes += [("lung", g.ellipsoid((s * 0.45 * a, 0.05 * b, zl), (0.32 * a, 0.62 * b, 0.55 * zext))) for s in (-1, 1)]
+        shapes += [("lung", g.ellipsoid((s * 0.45 * a, 0.05 * b, zl), (0.32 * a, 0.62 * b, 0.55 * zext)))
+                   for s in (-1, 1)]
         shapes += [("heart", g.ellipsoid((0.15 * a, -0.25 * b, zc), (0.3 * a, 0.42 * b, 0.3 * zext)))]
         shapes += [("blood", g.cylinder(0.1 * a, 0.35 * b, 0.05 * fov, 0.05 * fov, zc - 0.1 * zext, np.inf))]
         shapes += [spine]

@@ -18,6 +18,7 @@ import tensorflow as tf  # noqa: E402
 
 def run(strategy, model_dir):
     from _synthetic import synthetic_dataset
+
     from ctpet_srgan import training
     from ctpet_srgan.models import GeneratorConfig
 
@@ -47,7 +48,7 @@ def main():
                  replicas=mirrored.num_replicas_in_sync,
                  **{f"single_{i}": w for i, w in enumerate(w1)}, **{f"dist_{i}": w for i, w in enumerate(w2)})
     elif mode == "multiworker":
-        from ctpet_srgan import distribute, training
+        from ctpet_srgan import distribute
 
         strategy = distribute.make_strategy("auto")  # TF_CONFIG -> MultiWorkerMirroredStrategy
         assert isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy), type(strategy)

@@ -56,10 +56,10 @@ def synthetic_dataset(batch_size: int, n: int = 8, hr: int = 16, scale: int = 2,
 def write_tiny_dataset(out: Path, *, scale: int = 2, hr: int = 32, n_train: int = 8, n_val: int = 2,
                        seed: int = 0) -> Path:
     """Writes a minimal prepared data set (uncompressed shards + manifest.json) readable by make_dataset."""
+    import tensorflow as tf
+
     from ctpet_srgan import records
     from ctpet_srgan.atomic import write_bytes_atomic, write_json_atomic
-
-    import tensorflow as tf
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,8 @@ from ctpet_srgan.geometry import axial_affine
 from ctpet_srgan.normalization import DEFAULT
 
 
-def write_tiny_set(out: Path, *, studies: int = 3, slices: int = 4, lr: int = 12, scale: int = 2, gzip: bool = False) -> dict:
+def write_tiny_set(out: Path, *, studies: int = 3, slices: int = 4, lr: int = 12, scale: int = 2,
+                   gzip: bool = False) -> dict:
     """Each slice's images encode (study, slice, position) so tests can check alignment exactly:
     hr_pet[y, x] = study*1000 + slice*100 + (y//scale)*0.5 + (x//scale)*0.01 (SUV), lr_pet likewise on the LR grid,
     hr_ct = 40 + (y//scale)*scale (HU), lr_ct = 40 + y*scale (HU)."""

@@ -80,7 +80,8 @@ def test_misregistration_shifts_the_ct_by_the_drawn_mm_and_leaves_the_pet_alone(
         bright = lambda a: np.maximum(DEFAULT.ct_from_norm(a) - 200.0, 0.0)  # noqa: E731  (the 300 HU disk)
         moved = (_centroid(bright(out["hr_ct"].numpy())) - _centroid(bright(ex["hr_ct"].numpy()))) * 2.0
         assert moved == pytest.approx(shift_mm.numpy(), abs=0.35)
-        np.testing.assert_allclose(out["lr_ct"].numpy(), tf.nn.avg_pool2d(out["hr_ct"][None], 2, 2, "VALID")[0], atol=1e-6)
+        np.testing.assert_allclose(out["lr_ct"].numpy(), tf.nn.avg_pool2d(out["hr_ct"][None], 2, 2, "VALID")[0],
+                                   atol=1e-6)
         for key in ("hr_pet", "lr_pet"):
             assert out[key] is ex[key]
         dists.append(float(np.linalg.norm(shift_mm.numpy())))

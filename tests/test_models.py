@@ -1,9 +1,8 @@
 """Generator / discriminator: shapes, parameter counts, interpolation start, mixed precision, safe_mode reload."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 import tensorflow as tf
 
 from ctpet_srgan.models import GeneratorConfig, build_discriminator, build_generator

@@ -35,7 +35,8 @@ def test_hand_encoding_is_byte_identical_to_tensorflows():
     feats = {k: f(bytes_list=tf.train.BytesList(value=[np.asarray(kw[k], "<f4").tobytes()]))
              for k in records.IMAGE_KEYS}
     feats.update(
-        hr_shape=f(int64_list=tf.train.Int64List(value=[8, 6])), lr_shape=f(int64_list=tf.train.Int64List(value=[4, 3])),
+        hr_shape=f(int64_list=tf.train.Int64List(value=[8, 6])),
+        lr_shape=f(int64_list=tf.train.Int64List(value=[4, 3])),
         scale=f(int64_list=tf.train.Int64List(value=[2])), study=f(bytes_list=tf.train.BytesList(value=[b"abc"])),
         slice_index=f(int64_list=tf.train.Int64List(value=[300])),
         hr_affine=f(float_list=tf.train.FloatList(value=kw["hr_affine"].ravel())),

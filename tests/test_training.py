@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from _synthetic import synthetic_arrays, synthetic_dataset, write_tiny_dataset
+
 from ctpet_srgan import training
 from ctpet_srgan.models import GeneratorConfig, build_discriminator, build_generator
 from ctpet_srgan.vgg import load_vgg_features

@@ -1,11 +1,10 @@
 """VGG19 feature extractor: weight files, labels, pre-activation features, grey -> VGG input, clear errors."""
 
 import h5py
+import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
-import keras
 from ctpet_srgan import vgg
 
 

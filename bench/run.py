@@ -324,8 +324,8 @@ def bench_peers_one(gen_cfg, label: str, sizes: Sizes, work: Path, *, torch_mode
                     onnx: bool) -> dict:
     """Our generator (`model(x)` in a tf.function, oneDNN) against the same network in PyTorch (bench/torch_peer.py,
     modes eager / channels_last / compile, same weights) and through ONNX Runtime (our SavedModel export converted by
-    tf2onnx, bench/onnx_peer.py), on the same inputs (batch infer_default_batch, LR infer_lr^2), with torch and ORT
-    set to TF's intra-op thread count. First ours and the matmul reference alone in turn (the clean fraction of the
+    tf2onnx, bench/onnx_peer.py; as converted, and with its PReLUs fused into PRelu nodes), on the same inputs
+    (batch infer_default_batch, LR infer_lr^2), with torch and ORT set to TF's intra-op thread count. First ours and the matmul reference alone in turn (the clean fraction of the
     reference), then every variant and the reference in turn (the ratios). FLOPs: TF's count of our model, for all.
     A peer that is missing or fails is recorded with the reason instead of its time."""
     import numpy as np
@@ -386,6 +386,14 @@ def bench_peers_one(gen_cfg, label: str, sizes: Sizes, work: Path, *, torch_mode
                 pinfo["max_abs_diff_vs_ours"] = float(np.max(np.abs(DEFAULT.pet_to_norm(call()) - want)))
                 out["peers"]["onnxruntime"] = pinfo
                 calls["onnxruntime"] = call
+                # lever for an ORT deployment: Keras' PReLU formula (Relu/Neg/Mul/Add) as one PRelu node
+                fused = path.with_name("model_prelu.onnx")
+                n = onnx_peer.fuse_prelu(path, fused)
+                call, finfo = onnx_peer.prepare_call(fused, pet_suv, ct_hu, threads=threads)
+                finfo.update(prelu_nodes_fused=n)
+                finfo["max_abs_diff_vs_ours"] = float(np.max(np.abs(DEFAULT.pet_to_norm(call()) - want)))
+                out["peers"]["onnxruntime_prelu_fused"] = finfo
+                calls["onnxruntime_prelu_fused"] = call
             except Exception as e:
                 out["skipped"]["onnxruntime"] = f"{type(e).__name__}: {e}"
                 say(f"peers {label}: ONNX Runtime peer failed: {out['skipped']['onnxruntime']}")

@@ -47,7 +47,7 @@ def test_tiny_run_times_the_peers_or_says_why_not(tiny_result):
     assert pr["generator"] == res["generator"]  # --tiny: the toy model in place of gpu.cfg's
     assert pr["timed"]["ours"]["best_s"] > 0 and pr["fraction_of_reference"] > 0
     expected = {"torch_eager": torch_available()[0], "torch_channels_last": torch_available()[0],
-                "onnxruntime": onnx_available()[0]}
+                "onnxruntime": onnx_available()[0], "onnxruntime_prelu_fused": onnx_available()[0]}
     for k, present in expected.items():
         if present:
             row = pr["timed"][k]
@@ -61,6 +61,8 @@ def test_tiny_run_times_the_peers_or_says_why_not(tiny_result):
         assert pr["peers"]["torch_eager"]["threads"] == pr["threads"]  # torch runs on TF's intra-op thread count
     else:
         assert res["ours_over_torch_eager"] is None
+    if expected["onnxruntime"]:
+        assert pr["peers"]["onnxruntime_prelu_fused"]["prelu_nodes_fused"] == 2 + pr["generator"]["num_blocks"] + 1
 
 
 @pytest.mark.parametrize("ct_mode,scale", [("s2d", 2), ("lr", 4), ("none", 2)])

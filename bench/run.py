@@ -325,8 +325,9 @@ def bench_peers_one(gen_cfg, label: str, sizes: Sizes, work: Path, *, torch_mode
     """Our generator (`model(x)` in a tf.function, oneDNN) against the same network in PyTorch (bench/torch_peer.py,
     modes eager / channels_last / compile, same weights) and through ONNX Runtime (our SavedModel export converted by
     tf2onnx, bench/onnx_peer.py; as converted, and with its PReLUs fused into PRelu nodes), on the same inputs
-    (batch infer_default_batch, LR infer_lr^2), with torch and ORT set to TF's intra-op thread count. First ours and the matmul reference alone in turn (the clean fraction of the
-    reference), then every variant and the reference in turn (the ratios). FLOPs: TF's count of our model, for all.
+    (batch infer_default_batch, LR infer_lr^2), with torch and ORT set to TF's intra-op thread count. First ours and
+    the matmul reference alone in turn (the clean fraction of the reference), then every variant and the reference in
+    turn (the ratios). FLOPs: TF's count of our model, for all.
     A peer that is missing or fails is recorded with the reason instead of its time."""
     import numpy as np
 

@@ -588,7 +588,9 @@ GUIDANCE_CONVENTIONS = dict(
                     " |mean(SR) - mean(truth)| / mean(truth) inside them; truth: 0",
     pet_only_crc="NEMA CRC of the hot lesions with has_ct_correlate false, slice nearest the centre",
     detection=f"local maxima >= t SUV in the body; t per method = the lowest threshold with <= {GUIDANCE_FP_RATE:g}"
-              " false positives per slice (all slices of the split); hot spots = false positives on slices clear"
+              " false positives per slice (all slices of the split), a candidate outside the lesions being a false"
+              " positive at t when the HR truth's maximum within min_separation_mm of it is < t (a truly hot organ"
+              " is no hallucination); hot spots = false positives on slices clear"
               f" of every lesion by {LESION_MARGIN_MM:g} mm; small = {SMALL_LESION_MM[0]:g}-{SMALL_LESION_MM[1]:g} mm,"
               f" low contrast = uptake ratio <= {LOW_CONTRAST_RATIO:g}",
 )
@@ -620,7 +622,8 @@ def _variant_scores(pred: np.ndarray, g: dict, cfg: dict, with_ssim: bool) -> di
                                    background_mask=g["bkg"][k])["crc"]
            for k, ls in enumerate(g["per_slice"]) for les in ls if les["scored"]]
     det = gd.collect_detections(list(pred), g["accept"], sp, min_threshold=cfg["froc_min_suv"],
-                                min_separation_mm=cfg["min_separation_mm"], masks=list(g["body"]), free=g["free"])
+                                min_separation_mm=cfg["min_separation_mm"], masks=list(g["body"]), free=g["free"],
+                                truth_near=g["truth_near"])
     return dict(se=se, n=n, ssim=ssim, crc=crc, det=det)
 
 
@@ -649,6 +652,7 @@ def guidance_study(slices: list[dict], info: dict, run: Callable[[str, np.ndarra
             les["pet_only"] = lesions[les["id"]].get("has_ct_correlate") is False
             bkg[k] &= ~metrics.disk_mask(body.shape[1:], les["center_rc"], les["radius_mm"] + LESION_MARGIN_MM, sp)
     g = dict(truth=truth, body=body, bkg=bkg, spacing=sp, per_slice=per_slice,
+             truth_near=[gd.local_max(t, cfg["min_separation_mm"], sp) for t in truth],
              free=_lesion_free_slices(lesions, slices),
              accept=[[dict(les, radius_mm=max(les["radius_mm"], max(sp))) for les in ls] for ls in per_slice])
     masks = []
@@ -693,7 +697,8 @@ def guidance_summary(per_study: dict[str, dict[str, dict]], cfg: dict) -> dict:
     for m in methods:
         rows = [per_study[h][m] for h in per_study]
         v = {k: _pool([r[k] for r in rows], cfg) for k in rows[0] if k not in ("imprint", "pet_only_crc")}
-        t = max(gd.threshold_at_fp_rate(v["true"]["det"]["fp_scores"], v["true"]["det"]["n_slices"], GUIDANCE_FP_RATE),
+        d0 = v["true"]["det"]
+        t = max(gd.threshold_at_fp_rate(d0["fp_scores"], d0["n_slices"], GUIDANCE_FP_RATE, d0["fp_truth"]),
                 cfg["froc_min_suv"])
         rel = {}
         for k in ("psnr", "ssim", "crc"):

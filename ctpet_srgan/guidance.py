@@ -293,7 +293,8 @@ def pet_only_recovery(image: np.ndarray, lesions: Sequence[Mapping[str, Any]], s
 def collect_detections(images: Sequence[np.ndarray], lesions_per_slice: Sequence[Sequence[Mapping[str, Any]]],
                        spacing_mm: Sequence[float], *, min_threshold: float, min_separation_mm: float = 5.0,
                        masks: Sequence[np.ndarray | None] | None = None,
-                       free: Sequence[bool] | None = None) -> dict[str, Any]:
+                       free: Sequence[bool] | None = None,
+                       truth_near: Sequence[np.ndarray] | None = None) -> dict[str, Any]:
     """Every candidate hot spot of a set of slices, matched to the lesions (`metrics.detect_hot_spots`,
     `metrics.match_detections`), so that any higher threshold can be applied afterwards.
 
@@ -304,54 +305,104 @@ def collect_detections(images: Sequence[np.ndarray], lesions_per_slice: Sequence
         spacing_mm: (row, col) mm. min_threshold: the lowest SUV a candidate needs. masks: per-slice body masks.
         free: per slice, whether it counts as lesion-free (default: no lesion crosses it); e.g. clear of every
             lesion by a margin, so that a lesion's blurred edge is no hallucination.
+        truth_near: per slice, the HR truth's local maximum (`local_max`, SUV): a candidate outside the lesions
+            is then a false positive only at thresholds above the truth there (a truly hot organ is no
+            hallucination); default: at every threshold up to its score.
     Returns:
-        dict(lesion_scores, diameters, uptake_ratios, fp_scores, free_fp_scores, n_slices, n_free): per scored
-        lesion its best detection score (-inf if none), diameter (mm) and uptake ratio (NaN if not given), the
-        false positives' scores (all slices, and lesion-free slices only).
+        dict(lesion_scores, diameters, uptake_ratios, fp_scores, fp_truth, free_fp_scores, free_fp_truth, n_slices,
+        n_free): per scored lesion its best detection score (-inf if none), diameter (mm) and uptake ratio (NaN if
+        not given); the false-positive candidates' scores and the truth's local maximum at each (-inf without
+        truth_near), on all slices and on lesion-free slices only. A candidate counts as a false positive at
+        threshold t when fp_truth < t <= fp_score (`fp_count`).
     """
-    out: dict[str, Any] = dict(lesion_scores=[], diameters=[], uptake_ratios=[], fp_scores=[], free_fp_scores=[],
-                               n_slices=0, n_free=0)
+    out: dict[str, Any] = dict(lesion_scores=[], diameters=[], uptake_ratios=[], fp_scores=[], fp_truth=[],
+                               free_fp_scores=[], free_fp_truth=[], n_slices=0, n_free=0)
     for n, (img, les) in enumerate(zip(images, lesions_per_slice)):
         det = metrics.detect_hot_spots(img, threshold=min_threshold, spacing_mm=spacing_mm,
                                        min_separation_mm=min_separation_mm, mask=None if masks is None else masks[n])
         scores, fps = metrics.match_detections(det, list(les), spacing_mm)
+        fp_rc = [(r, c) for r, c, _ in det if not any(
+            math.hypot((r - x["center_rc"][0]) * spacing_mm[0], (c - x["center_rc"][1]) * spacing_mm[1])
+            <= x["radius_mm"] for x in les)]  # the false positives, in match_detections' order
+        near = ([float(truth_near[n][int(round(r)), int(round(c))]) for r, c in fp_rc] if truth_near is not None
+                else [-math.inf] * len(fps))
         scored = [x for x in les if x.get("scored", True)]
         out["lesion_scores"] += scores
         out["diameters"] += [float(x["diameter_mm"]) for x in scored]
         out["uptake_ratios"] += [float(x.get("uptake_ratio", math.nan)) for x in scored]
         out["fp_scores"] += fps
+        out["fp_truth"] += near
         out["n_slices"] += 1
         if (not les) if free is None else free[n]:
             out["free_fp_scores"] += fps
+            out["free_fp_truth"] += near
             out["n_free"] += 1
     return out
 
 
+def local_max(img: np.ndarray, radius_mm: float, spacing_mm: Sequence[float]) -> np.ndarray:
+    """The maximum of a slice over the rectangle reaching `radius_mm` each way (the detector's neighbourhood).
+
+    Args:
+        img: (rows, cols), e.g. the HR truth (SUV); radius_mm: mm; spacing_mm: (row, col) mm.
+    Returns:
+        float64 (rows, cols) array.
+    """
+    import cv2
+
+    half = [max(1, int(round(radius_mm / s))) for s in spacing_mm]
+    return cv2.dilate(np.asarray(img, np.float64), np.ones((2 * half[0] + 1, 2 * half[1] + 1), np.uint8))
+
+
+def fp_count(scores: Sequence[float], truth: Sequence[float] | None, threshold: float) -> int:
+    """False positives at `threshold`: candidates with truth < threshold <= score (truth None: all -inf)."""
+    s = np.asarray(scores, np.float64)
+    t = np.full(s.shape, -np.inf) if truth is None else np.asarray(truth, np.float64)
+    return int(np.sum((s >= threshold) & ((t < threshold) | np.isneginf(t))))
+
+
 def merge_detections(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """`collect_detections` outputs of several sets of slices (e.g. studies) pooled into one."""
-    out: dict[str, Any] = dict(lesion_scores=[], diameters=[], uptake_ratios=[], fp_scores=[], free_fp_scores=[],
-                               n_slices=0, n_free=0)
+    out: dict[str, Any] = dict(lesion_scores=[], diameters=[], uptake_ratios=[], fp_scores=[], fp_truth=[],
+                               free_fp_scores=[], free_fp_truth=[], n_slices=0, n_free=0)
     for d in parts:
         for k in out:
             out[k] = out[k] + (list(d.get(k, [])) if isinstance(out[k], list) else int(d.get(k, 0)))
+        for k, ref in (("fp_truth", "fp_scores"), ("free_fp_truth", "free_fp_scores")):
+            if k not in d:
+                out[k] += [-math.inf] * len(d.get(ref, []))
     return out
 
 
-def threshold_at_fp_rate(fp_scores: Sequence[float], n_slices: int, fp_per_slice: float) -> float:
-    """The lowest detection threshold whose false-positive rate does not exceed `fp_per_slice`.
+def threshold_at_fp_rate(fp_scores: Sequence[float], n_slices: int, fp_per_slice: float,
+                         fp_truth: Sequence[float] | None = None) -> float:
+    """The lowest detection threshold from which on the false-positive rate never exceeds `fp_per_slice`.
 
     Args:
         fp_scores: scores (SUV) of every false-positive candidate; n_slices: slices they came from.
         fp_per_slice: the allowed rate (e.g. 0.5).
+        fp_truth: the truth's local maximum at each candidate (`collect_detections`); a candidate is a false
+            positive at t only when its truth < t (`fp_count`). None: always.
     Returns:
-        threshold t (SUV): #(fp_scores >= t) / n_slices <= fp_per_slice, t as low as possible (-inf when
-        every candidate fits). Each method gets its own t: methods are compared at the same false-positive rate.
+        threshold t (SUV): fp_count(t') / n_slices <= fp_per_slice for every t' >= t, t as low as possible (-inf
+        when every candidate fits). Each method gets its own t: methods are compared at the same false-positive
+        rate.
     """
     allowed = int(math.floor(float(fp_per_slice) * int(n_slices) + 1e-9))
-    s = np.sort(np.asarray(fp_scores, np.float64))[::-1]
-    if s.size <= allowed:
+    s = np.asarray(fp_scores, np.float64)
+    if fp_truth is None:
+        s = np.sort(s)[::-1]
+        if s.size <= allowed:
+            return float("-inf")
+        return float(np.nextafter(s[allowed], np.inf))
+    tr = np.asarray(fp_truth, np.float64)
+    # fp_count is piecewise constant; it can only change at a score or just above a truth value
+    grid = np.unique(np.concatenate([s, np.nextafter(s, np.inf), np.nextafter(tr[np.isfinite(tr)], np.inf)]))
+    bad = [g for g in grid if fp_count(s, tr, g) > allowed]
+    if not bad:
         return float("-inf")
-    return float(np.nextafter(s[allowed], np.inf))
+    return float(grid[np.searchsorted(grid, max(bad), side="right")]) if max(bad) < grid[-1] else float(
+        np.nextafter(grid[-1], np.inf))
 
 
 def operating_point(det: Mapping[str, Any], threshold: float, *, diameter_range_mm: tuple[float, float] | None = None,
@@ -374,8 +425,8 @@ def operating_point(det: Mapping[str, Any], threshold: float, *, diameter_range_
         keep &= np.asarray(det.get("uptake_ratios", [math.nan] * ls.size), np.float64) <= max_uptake_ratio
     ls = ls[keep]
     nan = float("nan")
-    n_fp = int(np.sum(np.asarray(det["fp_scores"], np.float64) >= threshold))
-    n_free_fp = int(np.sum(np.asarray(det["free_fp_scores"], np.float64) >= threshold))
+    n_fp = fp_count(det["fp_scores"], det.get("fp_truth"), threshold)
+    n_free_fp = fp_count(det["free_fp_scores"], det.get("free_fp_truth"), threshold)
     return dict(threshold=float(threshold), sensitivity=float(np.mean(ls >= threshold)) if ls.size else nan,
                 n_lesions=int(ls.size), fp_per_slice=n_fp / det["n_slices"] if det["n_slices"] else nan,
                 hot_spots_per_free_slice=n_free_fp / det["n_free"] if det["n_free"] else nan)

@@ -202,3 +202,24 @@ def test_guidance_check_tool_scores_bicubic_and_a_model_on_the_guided_world(tmp_
     assert model["ct_only_imprint"]["n_structures"] > 0 and model["ct_only_imprint"]["imprint"] is not None
     assert {t["met"] for t in r["targets"]} <= {True, False, None} and len(r["targets"]) == 6
     assert "## CT guidance (issue 12)" in (tmp_path / "eval" / "results.md").read_text()
+
+
+def test_a_truly_hot_organ_is_no_false_positive_when_the_truth_is_given():
+    organ = _disk((20, 20), 4)
+    truth = np.ones((N, N))
+    truth[organ] = 8.0  # a hot organ, no lesion
+    pred = truth.copy()
+    pred[_disk((45, 45), 2)] = 3.0  # and one hallucinated spot
+    slices = [pred] * 4
+    near = [gd.local_max(truth, 5.0, SP)] * 4
+    blind = gd.collect_detections(slices, [[]] * 4, SP, min_threshold=1.5)
+    aware = gd.collect_detections(slices, [[]] * 4, SP, min_threshold=1.5, truth_near=near)
+    assert sorted(blind["fp_scores"]) == sorted(aware["fp_scores"]) == [3.0] * 4 + [8.0] * 4
+    assert gd.fp_count(aware["fp_scores"], aware["fp_truth"], 2.0) == 4  # the organ is hot in the truth too
+    assert gd.fp_count(blind["fp_scores"], blind["fp_truth"], 2.0) == 8
+    t_blind = gd.threshold_at_fp_rate(blind["fp_scores"], 4, 0.5, blind["fp_truth"])
+    t_aware = gd.threshold_at_fp_rate(aware["fp_scores"], 4, 0.5, aware["fp_truth"])
+    assert t_blind > 8.0 and 3.0 < t_aware <= 3.0 + 1e-9  # the organ no longer pushes the threshold up
+    assert gd.operating_point(aware, 2.0)["hot_spots_per_free_slice"] == 1.0
+    merged = gd.merge_detections([aware, blind])
+    assert merged["n_slices"] == 8 and len(merged["fp_truth"]) == len(merged["fp_scores"]) == 16

@@ -467,11 +467,13 @@ def bench_training(gen_cfg, st: dict, ref: float, sizes: Sizes, *, jits: tuple[b
         for jit in jits:  # each setting timed in turn with the reference only: plain and XLA steps never interleave
             calls = {}
             kw = dict(batch_size=b, patch_size=p, pretrain_steps=1, gan_steps=1, content_loss=st["content_loss"],
-                      vgg_weights="random", vgg_layer=st["vgg_layer"], vgg_before_activation=st["vgg_before_activation"],
-                      d_filters=st["d_filters"], checkpoint_every=10**9, log_every=10**9, eval_every=0, jit_compile=jit)
+                      vgg_weights="random", vgg_layer=st["vgg_layer"],
+                      vgg_before_activation=st["vgg_before_activation"], d_filters=st["d_filters"],
+                      checkpoint_every=10**9, log_every=10**9, eval_every=0, jit_compile=jit)
             cfg = training.TrainConfig(**{k: v for k, v in kw.items() if k in names})
             tmps.append(Path(tempfile.mkdtemp(prefix="ctpet_bench_train_")))
-            trainer = training.Trainer(gen_cfg=gen_cfg, cfg=cfg, model_dir=tmps[-1], strategy=tf.distribute.get_strategy(),
+            trainer = training.Trainer(gen_cfg=gen_cfg, cfg=cfg, model_dir=tmps[-1],
+                                       strategy=tf.distribute.get_strategy(),
                                        train_dataset_fn=lambda seed: tf.data.Dataset.from_tensors(batch).repeat(),
                                        vgg=vgg, vgg_label="random (bench)")
             for phase, gan in (("pretrain", False), ("gan", True)):

@@ -53,8 +53,8 @@ def torch_available() -> tuple[bool, str]:
 
 def _build_module_class():
     torch = _torch()
-    from torch import nn
     import torch.nn.functional as F
+    from torch import nn
 
     def conv(cin: int, cout: int, k: int) -> nn.Conv2d:
         return nn.Conv2d(cin, cout, k, padding=k // 2)

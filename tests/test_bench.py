@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT))
@@ -106,8 +105,9 @@ def test_torch_peer_is_our_generator(ct_mode, scale):
     else:
         np.testing.assert_allclose(sr_ct.permute(0, 2, 3, 1).numpy(), want["sr_ct"].numpy(), atol=1e-4)
     # torch's own FLOP count of the convolutions equals TF's count of the model's convolutions (2 per multiply-add)
-    from bench.common import count_flops
     import tensorflow as tf
+
+    from bench.common import count_flops
 
     fn = tf.function(lambda t: keras_model(t, training=False))
     tf_flops = count_flops(fn.get_concrete_function({k: tf.constant(v) for k, v in x.items()}))

@@ -326,8 +326,9 @@ def derived_pet_series(sr_pet, src, out_dir: Path, description: str, anonymize: 
     set_pet_attributes(template, pet)
     factor, _, _ = suv.suv_scale_factor(template, [acq] * sr_pet.shape[0])
     factor = np.broadcast_to(np.asarray(factor, np.float64), (sr_pet.shape[0],))
-    bqml = np.maximum(sr_pet.array, 0.0) / factor[:, None, None]
-    vol = Volume(bqml.astype(np.float32), sr_pet.affine, "PT", "BQML")
+    # slice by slice (sr_pet.array may be a read-once SlabSlices): the same values as the whole-volume expression
+    bqml = MappedSlices(sr_pet.array, lambda k, a: (np.maximum(a, 0.0) / factor[k : k + 1, None]).astype(np.float32))
+    vol = Volume(bqml, sr_pet.affine, "PT", "BQML")
     number = int(src.get("SeriesNumber") or 0) + 1000
     write_series(vol, out_dir, study=study, series_number=number, series_description=description, pet=pet,
                  image_type=("DERIVED", "SECONDARY", "AXIAL"), file_prefix="SR")
@@ -372,6 +373,138 @@ def remove_stale_temporaries(out: Path, min_age_s: float = 3600.0) -> list[Path]
     return removed
 
 
+class MappedSlices:
+    """`fn(k, source[k])` for slice k of `source` (an array or SlabSlices): a lazy [k, H, W] for write_series."""
+
+    def __init__(self, source, fn):
+        self.source, self.fn, self.shape = source, fn, tuple(source.shape)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        return self.fn(k, self.source[k])
+
+
+class SlabSlices:
+    """A read-once [k, H, W] view of a stream of (k0, slab) in slice order: slice k is taken from the current slab,
+    reading the next one when needed (so a writer of one slice at a time holds one slab, not the volume)."""
+
+    def __init__(self, shape, slabs):
+        self.shape, self._slabs = tuple(shape), iter(slabs)
+        self._k0, self._slab = 0, np.zeros((0,) + self.shape[1:], np.float32)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        if not isinstance(k, (int, np.integer)) or k < self._k0:
+            raise IndexError(f"slice {k!r}: a slab stream is read once, slices in order")
+        while k >= self._k0 + self._slab.shape[0]:
+            self._k0, self._slab = next(self._slabs)
+        return self._slab[k - self._k0]
+
+
+def clipped_pet_slabs(stream):
+    """(k0, SR PET slab clipped at 0 SUV) of a VolumeStream, batch by batch."""
+    for k0, p, _ in stream.batches():
+        yield k0, np.maximum(p, 0.0)  # one rule: activity is >= 0 SUV
+
+
+def write_streamed(kind: str, out: Path, stream, opts: Options, *, is_2d: bool, pet_src, demo: bool) -> None:
+    """NIfTI, NPY and DICOM outputs written batch by batch as the model produces them (peak memory: the inputs, the
+    model and one batch), into temporary paths renamed into place only when complete; the same bytes as
+    write_outputs of the whole volumes."""
+    from ctpet_srgan.atomic import atomic_path
+
+    targets = planned_outputs(out, kind)
+    shape = stream.shape
+    if kind in ("nifti", "npy"):
+        with atomic_path(targets[0]) as t0, atomic_path(targets[1]) as t1:
+            a, b = t0, t1
+            if kind == "nifti":
+                ext = ".nii.gz" if out.name.lower().endswith(".gz") else ".nii"
+                a, b = t0.with_name(t0.name + ext), t1.with_name(t1.name + ext)  # the writer wants the suffix
+            writers = []
+            try:
+                if kind == "nifti":
+                    from ctpet_srgan.nifti_io import NiftiSlabWriter
+
+                    writers.append(NiftiSlabWriter(a, shape, stream.affine, "PT", "SUVbw"))
+                    writers.append(NiftiSlabWriter(b, shape, stream.affine, "CT", "HU"))
+                else:
+                    writers.extend(_NpySlabWriter(t, shape[1:] if is_2d else shape) for t in (t0, t1))
+                for k0, p, c in stream.batches():
+                    writers[0].write(np.maximum(p, 0.0))  # one rule: activity is >= 0 SUV
+                    writers[1].write(c if c is not None else stream.hr_ct(k0, k0 + p.shape[0]))
+                for w in writers:
+                    w.close()
+                if kind == "nifti":
+                    os.replace(a, t0)
+                    os.replace(b, t1)
+            finally:
+                for w in writers:
+                    w.abort()
+                if kind == "nifti":
+                    for p in (a, b):
+                        p.unlink(missing_ok=True)
+    elif kind == "dicom":
+        from ctpet_srgan.geometry import Volume
+
+        sr_pet = Volume(SlabSlices(shape, clipped_pet_slabs(stream)), stream.affine, "PT", "SUVbw",
+                        stream.pet_meta)
+        _write_dicom(out, sr_pet, opts, pet_src=pet_src, demo=demo)
+    else:
+        raise ValueError(f"write_streamed: {kind} outputs need the whole volume (write_outputs)")
+
+
+class _NpySlabWriter:
+    """A float32 C-order .npy written slab by slab: np.save's header (open_memmap writes the same, sized for the
+    whole array, without touching the data pages), then the slabs in order. close() refuses missing slices."""
+
+    def __init__(self, path: Path, shape):
+        from numpy.lib.format import open_memmap
+
+        self.path, self.shape = path, tuple(shape)
+        m = open_memmap(path, mode="w+", dtype=np.float32, shape=self.shape)
+        offset = m.offset
+        del m
+        self._f = open(path, "r+b")
+        self._f.seek(offset)
+        self._done = 0
+        self._rows = self.shape[0] if len(self.shape) == 3 else 1  # a 2-D output is one slice
+
+    def write(self, slab: np.ndarray) -> None:
+        slab = np.asarray(slab, np.float32)
+        if len(self.shape) == 2:
+            slab = slab.reshape(self.shape)
+        self._f.write(np.ascontiguousarray(slab).tobytes())
+        self._done += 1 if len(self.shape) == 2 else slab.shape[0]
+
+    def close(self) -> None:
+        if self._done != self._rows:
+            raise ValueError(f"{self.path}: {self._done} of {self._rows} slices written")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+
+    def abort(self) -> None:
+        self._f.close()
+
+
+def _write_dicom(out: Path, sr_pet, opts: Options, *, pet_src, demo: bool) -> None:
+    """The derived DICOM series written into a hidden temporary folder, then renamed onto `out`."""
+    description = DEMO_SERIES_DESCRIPTION if demo else SERIES_DESCRIPTION
+    parent = out.parent
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
+    try:
+        (tmp / "series").mkdir(mode=0o755)
+        derived_pet_series(sr_pet, pet_src, tmp / "series", description, anonymize=opts.anonymize)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.{os.getpid()}.", dir=parent))
+            os.replace(out, old / "x")
+            os.replace(tmp / "series", out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp / "series", out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_outputs(kind: str, out: Path, sr_pet, sr_ct, opts: Options, *, is_2d: bool, pet_src, label: str,
                   demo: bool) -> None:
     """Writes everything into temporary paths beside the outputs, then renames them into place."""
@@ -409,21 +542,7 @@ def write_outputs(kind: str, out: Path, sr_pet, sr_ct, opts: Options, *, is_2d: 
         save_fused_png(out, ct_img, pet_img, title, sr_pet.spacing_mm[:2],
                        direction=None if is_2d else sr_pet.direction)  # a 2-D input has no known orientation
     elif kind == "dicom":
-        description = DEMO_SERIES_DESCRIPTION if demo else SERIES_DESCRIPTION
-        parent = out.parent
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
-        try:
-            (tmp / "series").mkdir(mode=0o755)
-            derived_pet_series(sr_pet, pet_src, tmp / "series", description, anonymize=opts.anonymize)
-            if out.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.{os.getpid()}.", dir=parent))
-                os.replace(out, old / "x")
-                os.replace(tmp / "series", out)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp / "series", out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        _write_dicom(out, sr_pet, opts, pet_src=pet_src, demo=demo)
 
 
 def generate(ct_path: str, pet_path: str, output_path: str, model: str | None = None,
@@ -457,14 +576,15 @@ def generate(ct_path: str, pet_path: str, output_path: str, model: str | None = 
     if want and not is_2d and np.max(np.abs(np.asarray(pet.spacing_mm[:2]) / np.asarray(want[:2]) - 1)) > 0.25:
         print(f"generate: warning: PET pixels are {pet.spacing_mm[0]:.2f} x {pet.spacing_mm[1]:.2f} mm, the model was"
               f" trained on {want[0]:.2f} x {want[1]:.2f} mm", file=sys.stderr)
-    sr_pet, sr_ct = predictor.predict_volume(pet, ct, batch_size=opts.batch_size, tile=opts.tile or None,
-                                             overlap=opts.tile_overlap, progress=opts.progress)
-    sr_pet = dataclasses.replace(sr_pet, array=np.maximum(sr_pet.array, 0.0))  # one rule: activity is >= 0 SUV
-    if sr_ct is None:  # a PET-only model: show/write the input CT on the HR grid
-        from ctpet_srgan.geometry import resample
-
-        sr_ct = resample(ct, sr_pet.affine, sr_pet.shape)
-    write_outputs(kind, out, sr_pet, sr_ct, opts, is_2d=is_2d, pet_src=pet_src, label=label, demo=demo)
+    stream = predictor.stream_volume(pet, ct, batch_size=opts.batch_size, tile=opts.tile or None,
+                                     overlap=opts.tile_overlap, progress=opts.progress)
+    ct = None  # the stream keeps its own (int16 when lossless) copy of the CT: the float32 one can go
+    if kind == "png":  # a figure of the whole volume: the slice with the highest uptake, or the MIP
+        sr_pet, sr_ct = stream.collect()
+        sr_pet = dataclasses.replace(sr_pet, array=np.maximum(sr_pet.array, 0.0))  # one rule: activity is >= 0 SUV
+        write_outputs(kind, out, sr_pet, sr_ct, opts, is_2d=is_2d, pet_src=pet_src, label=label, demo=demo)
+    else:  # a PET-only model's CT output is the input CT on the HR grid
+        write_streamed(kind, out, stream, opts, is_2d=is_2d, pet_src=pet_src, demo=demo)
     return planned_outputs(out, kind)
 
 

@@ -165,6 +165,130 @@ class Predictor:
         return sr_pet, sr_ct
 
 
+    def stream_volume(
+        self,
+        pet: Volume,
+        ct: Volume | None = None,
+        *,
+        batch_size: int = 8,
+        tile: int | None = 256,
+        overlap: int = 32,
+        progress: bool = True,
+    ) -> "VolumeStream":
+        """`predict_volume` one batch of slices at a time: the returned VolumeStream yields (k0, SR PET, SR CT)
+        slabs whose values equal slices k0:k0+n of predict_volume's outputs, and holds the PET, a copy of the CT
+        (int16 when its values are int16 exactly) and one batch, never the whole HR volumes. The caller may drop
+        its own reference to `ct` afterwards."""
+        nk, nj, ni = pet.shape
+        s = self.scale
+        aff = hr_affine(pet.affine, s)
+        hr_shape = (nk, nj * s, ni * s)
+        ct_in = ct_hr = None
+        if self.ct_input is not None and ct is None:
+            raise ValueError("this model needs a CT volume (HU)")
+        if ct is not None:
+            if self.ct_input == "lr":
+                ct_in = SlabResampler(ct, pet.affine, pet.shape)
+            ct_hr = SlabResampler(ct, aff, hr_shape)  # the model's HR CT input, and the CT shown with SR PET
+            if self.ct_input == "hr":
+                ct_in = ct_hr
+        meta = dict(pet.meta)
+        meta["model"] = self.metadata.get("label", "ctpet-srgan")
+        ct_meta = dict(ct.meta) if ct is not None else {}
+
+        def batches() -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+            starts = list(range(0, nk, batch_size))
+            for k0 in _progress(starts, "batches") if progress else starts:
+                k1 = min(nk, k0 + batch_size)
+                c = None if ct_in is None else ct_in(k0, k1)
+                out = self.predict(pet.array[k0:k1], c, batch_size=batch_size, tile=tile, overlap=overlap)
+                yield k0, out["sr_pet"], out.get("sr_ct")
+
+        return VolumeStream(aff, hr_shape, meta, ct_meta, batches, ct_hr)
+
+
+class VolumeStream:
+    """What `Predictor.stream_volume` returns: the HR grid (`affine`, `shape` (k, j, i)), the metadata the SR PET
+    and CT Volumes carry, `batches()` (an iterator of (k0, sr_pet [n,H,W] SUV, sr_ct [n,H,W] HU or None for a
+    PET-only model), and `hr_ct(k0, k1)`: the input CT resampled onto slices k0:k1 of the HR grid."""
+
+    def __init__(self, affine, shape, pet_meta, ct_meta, batches, ct_hr):
+        self.affine, self.shape, self.pet_meta, self.ct_meta = affine, tuple(shape), pet_meta, ct_meta
+        self._batches, self._ct_hr = batches, ct_hr
+
+    def batches(self) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        return self._batches()
+
+    def hr_ct(self, k0: int, k1: int) -> np.ndarray:
+        if self._ct_hr is None:
+            raise ValueError("no CT was given")
+        return self._ct_hr(k0, k1)
+
+    def collect(self) -> tuple[Volume, Volume]:
+        """The whole volumes (as predict_volume returns them; a PET-only model's SR CT is the resampled CT)."""
+        pet = np.zeros(self.shape, np.float32)
+        ct = np.zeros(self.shape, np.float32)
+        for k0, p, c in self.batches():
+            k1 = k0 + p.shape[0]
+            pet[k0:k1] = p
+            ct[k0:k1] = c if c is not None else self.hr_ct(k0, k1)
+        return (Volume(pet, self.affine, "PT", "SUVbw", self.pet_meta),
+                Volume(ct, self.affine.copy(), "CT", "HU", self.ct_meta))
+
+
+def _exact_int16(arr: np.ndarray) -> np.ndarray | None:
+    """`arr` as int16 if that is lossless (integers in range, no -0.0), else None; checked slice by slice."""
+    if arr.dtype == np.int16:
+        return arr
+    out = np.empty(arr.shape, np.int16)
+    for k in range(arr.shape[0]):
+        a = arr[k]
+        if a.size and not (a.min() >= -32768 and a.max() <= 32767):
+            return None
+        out[k] = a
+        if not np.array_equal(out[k], a) or np.any(np.signbit(a) & (a == 0)):
+            return None
+    return out
+
+
+class SlabResampler:
+    """Resamples a Volume onto slabs of a target grid: `r(k0, k1)` equals slices k0:k1 of
+    `geometry.resample(vol, target_affine, target_shape)` (linear, the same fill value), one slab at a time.
+
+    Keeps its own SimpleITK copy of the source, int16 when that is lossless (half the memory; ITK interpolates
+    either in double, so the values are the same)."""
+
+    def __init__(self, vol: Volume, target_affine: np.ndarray, target_shape: tuple[int, int, int]):
+        import SimpleITK as sitk
+
+        from ctpet_srgan.geometry import _to_sitk
+
+        self._fill = -1024.0 if vol.units == "HU" else 0.0  # geometry.resample's default
+        geo = _to_sitk(np.zeros((1, 1, 1), np.float32), vol.affine)
+        as16 = _exact_int16(np.asarray(vol.array))
+        if as16 is not None:
+            src = sitk.GetImageFromArray(as16)
+        else:
+            src = sitk.GetImageFromArray(np.ascontiguousarray(vol.array, dtype=np.float32))
+        del as16
+        src.SetSpacing(geo.GetSpacing())
+        src.SetOrigin(geo.GetOrigin())
+        src.SetDirection(geo.GetDirection())
+        self._src = src
+        self._ref = _to_sitk(np.zeros((1, 1, 1), np.float32), np.asarray(target_affine, float))
+        self.shape = tuple(int(n) for n in target_shape)
+
+    def __call__(self, k0: int, k1: int) -> np.ndarray:
+        import SimpleITK as sitk
+
+        nk, nj, ni = self.shape
+        k0, k1 = max(0, int(k0)), min(nk, int(k1))
+        origin = self._ref.TransformIndexToPhysicalPoint((0, 0, k0))
+        out = sitk.Resample(self._src, [ni, nj, k1 - k0], sitk.Transform(), sitk.sitkLinear, origin,
+                            self._ref.GetSpacing(), self._ref.GetDirection(), float(self._fill), sitk.sitkFloat32)
+        return sitk.GetArrayFromImage(out)
+
+
 def hr_affine(lr_affine: np.ndarray, scale: int) -> np.ndarray:
     """Affine of the HR grid: each LR pixel split into scale x scale pixels, same field of view and slices.
 

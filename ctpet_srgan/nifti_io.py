@@ -131,3 +131,82 @@ def write_nifti(vol: Volume, path: str | os.PathLike) -> Path:
         payload = gzip.compress(payload, mtime=0)
     write_bytes_atomic(path, payload)
     return path
+
+
+def _nifti_image(shape_kji, affine_lps, modality: str, units: str, data=None):
+    """The Nifti1Image write_nifti writes (data defaults to zeros that take no memory, for the header alone)."""
+    import nibabel as nib
+
+    nk, nj, ni = (int(n) for n in shape_kji)
+    if data is None:
+        data = np.broadcast_to(np.float32(0), (ni, nj, nk))
+    affine_ras = RAS_TO_LPS @ np.asarray(affine_lps, np.float64)
+    img = nib.Nifti1Image(data, affine_ras)
+    img.set_sform(affine_ras, code=1)
+    img.set_qform(affine_ras, code=1)
+    img.header.set_xyzt_units("mm")
+    img.header["descrip"] = f"{modality} {units}"[:79].encode()
+    return img
+
+
+def nifti_header_bytes(shape_kji, affine_lps, modality: str, units: str) -> bytes:
+    """The bytes write_nifti puts before the voxels of a float32 volume of `shape_kji` (header, extension flag and
+    padding up to vox_offset), as nibabel's to_file_map writes them for float32 data (slope 1, intercept 0)."""
+    img = _nifti_image(shape_kji, affine_lps, modality, units)
+    img.update_header()
+    hdr = img.header
+    hdr.set_data_dtype(np.float32)
+    hdr.set_slope_inter(1.0, 0.0)  # what nibabel's array writer reports for float32 written as float32
+    bio = io.BytesIO()
+    hdr.write_to(bio)
+    head = bio.getvalue()
+    offset = int(hdr.get_data_offset())
+    return head + b"\0" * (offset - len(head)) if len(head) < offset else head[:offset]
+
+
+class NiftiSlabWriter:
+    """Writes a float32 volume into `path` (.nii or .nii.gz) slab by slab, slices in order, holding one slab.
+
+    The file's bytes equal write_nifti's for the whole volume (NIfTI stores i fastest, then j, then k, so slice k
+    of the (k, j, i) array is one contiguous run; .nii.gz goes through one zlib stream at level 9 with gzip
+    framing, as gzip.compress(mtime=0) does). Not atomic by itself: write into a temporary path and rename it
+    after `close()`, which refuses a volume with slices missing.
+    """
+
+    def __init__(self, path: str | os.PathLike, shape_kji, affine_lps, modality: str, units: str):
+        import zlib
+
+        self.path = Path(path)
+        if not is_nifti_path(self.path):
+            raise ValueError(f"{self.path}: NIfTI file names end in .nii or .nii.gz")
+        self.shape = tuple(int(n) for n in shape_kji)
+        self._next = 0
+        self._gz = zlib.compressobj(9, zlib.DEFLATED, 31) if str(self.path).lower().endswith(".gz") else None
+        self._f = open(self.path, "wb")
+        self._put(nifti_header_bytes(self.shape, affine_lps, modality, units))
+
+    def _put(self, data: bytes) -> None:
+        self._f.write(self._gz.compress(data) if self._gz is not None else data)
+
+    def write(self, slab: np.ndarray) -> None:
+        """Appends the next slices: `slab` is [n, j, i] in the volume's units."""
+        slab = np.asarray(slab, np.float32)
+        if slab.ndim != 3 or slab.shape[1:] != self.shape[1:] or self._next + slab.shape[0] > self.shape[0]:
+            raise ValueError(f"slab {slab.shape} does not continue a volume {self.shape} at slice {self._next}")
+        self._put(np.ascontiguousarray(slab).tobytes())
+        self._next += slab.shape[0]
+
+    def close(self) -> None:
+        """Finishes the file (flushed and fsynced); raises if not every slice was written."""
+        try:
+            if self._next != self.shape[0]:
+                raise ValueError(f"{self.path}: {self._next} of {self.shape[0]} slices written")
+            if self._gz is not None:
+                self._f.write(self._gz.flush())
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        finally:
+            self._f.close()
+
+    def abort(self) -> None:
+        self._f.close()

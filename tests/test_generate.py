@@ -329,3 +329,86 @@ def test_fused_png_has_orientation_letters_and_a_scale_bar(tmp_path):
     bar_rows = np.flatnonzero(white.sum(axis=1) > 0.1 * inside.shape[1])
     assert bar_rows.size > 0 and bar_rows.min() > inside.shape[0] * 0.8  # a horizontal bar near the bottom
     assert white[bar_rows[0]].sum() == pytest.approx(inside.shape[1] * 20 / 128, rel=0.2)  # 20 of 128 mm
+
+
+def _in_memory_outputs(study, out, opts):
+    """What generate wrote before it streamed: predict_volume's whole volumes through write_outputs."""
+    import dataclasses
+
+    pet_p, ct_p = study / "pet", study / "ct"
+    pet, ct, _ = generate.read_inputs(ct_p, pet_p, opts)
+    predictor = inference.load_predictor(study / "models" / "tiny")
+    sr_pet, sr_ct = predictor.predict_volume(pet, ct, batch_size=opts.batch_size, tile=opts.tile,
+                                             overlap=opts.tile_overlap, progress=False)
+    sr_pet = dataclasses.replace(sr_pet, array=np.maximum(sr_pet.array, 0.0))
+    kind = generate.output_kind(out)
+    src = generate.pet_dicom_source(pet_p) if kind == "dicom" else None
+    generate.write_outputs(kind, out, sr_pet, sr_ct, opts, is_2d=False, pet_src=src, label="x", demo=False)
+
+
+def _dicom_pixels(folder):
+    files = sorted(folder.iterdir())
+    return [(f.name, (d := pydicom.dcmread(f)).PixelData, str(d.RescaleSlope), list(d.ImagePositionPatient))
+            for f in files]
+
+
+def test_streamed_outputs_equal_the_in_memory_ones(study, tmp_path):
+    """A multi-batch volume (3 slices in batches of 2, tiled) streamed to NIfTI, .nii.gz, NPY and DICOM gives the
+    same bytes (DICOM: the same pixel data, slopes and positions) as the whole in-memory prediction written once;
+    no temporaries are left."""
+    import dataclasses
+
+    opts = dataclasses.replace(OPTS, batch_size=2)
+    m = study / "models" / "tiny"
+    for name in ("sr.nii.gz", "sr.nii", "sr.npy", "dcm"):
+        (tmp_path / "a").mkdir(exist_ok=True)
+        (tmp_path / "b").mkdir(exist_ok=True)
+        generate.generate(study / "ct", study / "pet", tmp_path / "a" / name, m, opts)
+        _in_memory_outputs(study, tmp_path / "b" / name, opts)
+        if name == "dcm":
+            assert _dicom_pixels(tmp_path / "a" / name) == _dicom_pixels(tmp_path / "b" / name)
+            continue
+        for n in (name, str(generate.sibling(tmp_path / "a" / name, "_ct").name)):
+            assert (tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes(), n
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(p.name for p in (tmp_path / "b").iterdir())
+
+
+def test_nifti_slab_writer_writes_write_nifti_bytes(tmp_path):
+    from ctpet_srgan.geometry import axial_affine
+    from ctpet_srgan.nifti_io import NiftiSlabWriter
+
+    arr = np.random.default_rng(1).normal(0, 100, (7, 5, 9)).astype(np.float32)
+    aff = axial_affine((-3.2, 7.1, 11.0), (0.7, 0.9, 2.5))
+    for ext in (".nii", ".nii.gz"):
+        write_nifti(Volume(arr, aff, "PT", "SUVbw"), tmp_path / f"a{ext}")
+        w = NiftiSlabWriter(tmp_path / f"b{ext}", arr.shape, aff, "PT", "SUVbw")
+        for k in range(0, 7, 3):
+            w.write(arr[k : k + 3])
+        w.close()
+        assert (tmp_path / f"a{ext}").read_bytes() == (tmp_path / f"b{ext}").read_bytes()
+    w = NiftiSlabWriter(tmp_path / "c.nii", arr.shape, aff, "PT", "SUVbw")
+    w.write(arr[:3])
+    with pytest.raises(ValueError, match="3 of 7 slices"):
+        w.close()
+
+
+@pytest.mark.parametrize("name", ["sr.nii.gz", "sr.npy", "dcm"])
+def test_a_stream_failing_midway_leaves_no_output(study, tmp_path, monkeypatch, name):
+    """The model fails after the first batch: no output, no temporary is left (partial outputs never look done)."""
+    import dataclasses
+
+    real = inference.Predictor.predict
+    calls = []
+
+    def failing(self, *a, **k):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("model died")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(inference.Predictor, "predict", failing)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(RuntimeError, match="model died"):
+        generate.generate(study / "ct", study / "pet", tmp_path / "out" / name, study / "models" / "tiny",
+                          dataclasses.replace(OPTS, batch_size=1))
+    assert len(calls) == 2 and _no_outputs(tmp_path / "out") == []

@@ -138,3 +138,40 @@ def test_load_predictor_errors(tmp_path):
     (tmp_path / "bad" / "generator.keras").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="cannot load the Keras model"):
         inference.load_predictor(tmp_path / "bad")
+
+
+@pytest.mark.parametrize("ct_int16", [True, False])
+def test_slab_resampler_equals_the_whole_resample(ct_int16):
+    """Slabs of the HR grid (odd spacings and origins) are exactly the slices of geometry.resample, whether the
+    resampler keeps an int16 copy (integer HU) or a float32 one."""
+    from ctpet_srgan.geometry import resample
+
+    arr = RNG.integers(-1000, 1500, (11, 23, 21)).astype(np.float32) if ct_int16 else _ct(11, 23, 21)
+    ct = Volume(arr, axial_affine((-13.7, -11.9, 1.1), (1.37, 1.37, 2.61)), "CT", "HU")
+    aff = inference.hr_affine(axial_affine((-12.1, -10.3, 3.3), (3.3, 3.3, 3.27)), 2)
+    whole = resample(ct, aff, (9, 16, 14)).array
+    r = inference.SlabResampler(ct, aff, (9, 16, 14))
+    assert (r._src.GetPixelIDValue() == 2) == ct_int16  # sitkInt16 only when lossless
+    np.testing.assert_array_equal(np.concatenate([r(k, k + 4) for k in range(0, 9, 4)]), whole)
+
+
+@pytest.mark.parametrize("mode", ["s2d", "lr", "none"])
+def test_stream_volume_equals_predict_volume(mode):
+    """The streamed slabs (several batches, tiles) are exactly predict_volume's slices, for every CT input."""
+    model, rc = tiny_generator(mode, seed=3)
+    p = inference.predictor_from_keras(model, rc)
+    pet = Volume(_pet(7, 10, 9), axial_affine((-12.1, -10.3, 3.3), (3.3, 3.3, 3.27)), "PT", "SUVbw")
+    ct = Volume(_ct(11, 30, 28), axial_affine((-13.7, -11.9, 1.1), (1.37, 1.37, 2.61)), "CT", "HU")
+    kw = dict(batch_size=3, tile=6, overlap=2, progress=False)
+    sr_pet, sr_ct = p.predict_volume(pet, ct, **kw)
+    stream = p.stream_volume(pet, ct, **kw)
+    starts = []
+    for k0, a, b in stream.batches():
+        starts.append(k0)
+        np.testing.assert_array_equal(a, sr_pet.array[k0 : k0 + a.shape[0]])
+        if sr_ct is None:
+            assert b is None
+        else:
+            np.testing.assert_array_equal(b, sr_ct.array[k0 : k0 + a.shape[0]])
+    assert starts == [0, 3, 6] and stream.shape == sr_pet.shape
+    np.testing.assert_array_equal(stream.affine, sr_pet.affine)

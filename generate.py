@@ -4,7 +4,8 @@ Inputs (each of --input_ct / --input_pet): a DICOM file, a DICOM series folder, 
 2-D image (.png/.jpg/.tif) or .npy array; for 2-D inputs the grey levels are mapped to units with
 --pet_scale (SUV per grey level) and --ct_scale/--ct_offset (HU = grey * scale + offset), and the two images are
 taken to cover the same field of view (--pixel_mm is the PET pixel size). The CT is resampled onto the model's grid
-in patient space; volumes run slice by slice in batches, in overlapping tiles for large slices.
+in patient space; volumes run slice by slice in batches, in overlapping tiles for large slices, and the NIfTI,
+NPY and DICOM outputs are written batch by batch as they come (memory: the inputs, the model and one batch).
 
 Output, chosen by --output_path:
   X.nii.gz / X.nii  HR PET in SUVbw at X, HR CT in HU at X_ct.nii.gz (same affine: PET field of view, pixel / scale)
@@ -57,7 +58,7 @@ class Options:
     ct_scale: float | None = None
     ct_offset: float = 0.0
     pixel_mm: float = 4.0
-    batch_size: int = 8
+    batch_size: int = 4  # 4 x 256^2 LR tiles: as fast as 8 on a CPU, half the model's memory (bench/RESULTS.md)
     tile: int = 256
     tile_overlap: int = 32
     progress: bool = True
@@ -629,7 +630,8 @@ def _define_flags() -> None:
                        " images).")
     flags.DEFINE_float("ct_offset", 0.0, "2-D CT image/.npy: HU of grey level 0.")
     flags.DEFINE_float("pixel_mm", 4.0, "2-D inputs: PET pixel size in mm (sets the output affine).")
-    flags.DEFINE_integer("batch_size", 8, "Slices per batch.")
+    flags.DEFINE_integer("batch_size", 4, "Slices per batch (outputs are written batch by batch; 4 is as fast as 8"
+                         " on a CPU with half the peak memory; a GPU may like more).")
     flags.DEFINE_integer("tile", 256, "LR tile edge in pixels for large slices (0: whole slices).")
     flags.DEFINE_integer("tile_overlap", 32, "LR pixels shared by neighbouring tiles (the seam is cut mid-band).")
     flags.DEFINE_boolean("progress", True, "Show a progress bar.")

@@ -625,23 +625,36 @@ def generate_command(model_dir: Path, ct: Path, pet: Path, out: Path) -> list[st
             f"--input_pet={pet}", f"--output_path={out}", "--noprogress"]
 
 
+# The child's peak RSS is read by a small launcher process: Linux carries a parent's peak RSS into a forked child's
+# ru_maxrss across exec, so a child started straight from this (large) bench process would report the bench's peak.
+_LAUNCHER = """
+import os, subprocess, sys, time
+out, timeout, cmd = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+p = subprocess.Popen(cmd)
+deadline = time.time() + timeout
+while True:
+    pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+    if pid:
+        break
+    if time.time() > deadline:
+        p.kill()
+        pid, status, ru = os.wait4(p.pid, 0)
+        break
+    time.sleep(0.2)
+open(out, "w").write(f"{os.waitstatus_to_exitcode(status)} {ru.ru_maxrss}")
+"""
+
+
 def run_measuring_rss(cmd: list[str], log: Path, timeout: float) -> dict:
-    """Runs cmd; returns exit status, wall seconds and the child's peak RSS (os.wait4 ru_maxrss, KiB on Linux)."""
+    """Runs cmd; returns exit status, wall seconds and the child's peak RSS (os.wait4 ru_maxrss, KiB on Linux),
+    measured by a small launcher process so that this process's own peak does not count."""
     t = time.perf_counter()
+    rss_file = log.with_suffix(".rss")
     with open(log, "wb") as f:
-        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=str(ROOT))
-        deadline = time.time() + timeout
-        while True:
-            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.time() > deadline:
-                p.kill()
-                pid, status, ru = os.wait4(p.pid, 0)
-                break
-            time.sleep(0.2)
-        p.returncode = os.waitstatus_to_exitcode(status)
-    return {"returncode": p.returncode, "seconds": time.perf_counter() - t, "peak_rss_gib": ru.ru_maxrss / 2**20,
+        subprocess.run([sys.executable, "-c", _LAUNCHER, str(rss_file), str(timeout), *cmd], stdout=f,
+                       stderr=subprocess.STDOUT, cwd=str(ROOT), timeout=timeout + 60)
+    code, maxrss_kib = (int(v) for v in rss_file.read_text().split())
+    return {"returncode": code, "seconds": time.perf_counter() - t, "peak_rss_gib": maxrss_kib / 2**20,
             "log_tail": log.read_text(errors="replace")[-1500:]}
 
 

@@ -182,3 +182,17 @@ def test_run_fraction_weights_phases_by_steps():
     # (1*10 + 3*30) GFLOP in 4 s = 25 GFLOP/s of a 50 GFLOP/s reference
     assert bench_run.run_fraction(tr, st, 50.0) == pytest.approx(0.5)
     assert bench_run.run_fraction(tr, {"pretrain_steps": 0, "gan_steps": 0}, 50.0) == 0.0
+
+
+def test_child_peak_rss_does_not_include_the_parents(tmp_path):
+    """The generate.py memory figure is the child's own: a 300 MiB parent does not leak into a 100 MiB child's."""
+    import numpy as np
+
+    from bench.run import run_measuring_rss
+
+    parent = np.ones((300, 2**20), np.uint8)
+    child = "import numpy as np; a = np.ones((100, 2**20), np.uint8); print(int(a.sum()))"
+    r = run_measuring_rss([sys.executable, "-c", child], tmp_path / "child.log", timeout=60)
+    assert r["returncode"] == 0 and str(100 * 2**20) in r["log_tail"]
+    assert 0.09 < r["peak_rss_gib"] < 0.25, r["peak_rss_gib"]
+    assert parent.sum() == 300 * 2**20

@@ -25,7 +25,6 @@ from typing import Any
 from ctpet_srgan.atomic import replace_dir, write_json_atomic
 from ctpet_srgan.normalization import Normalization
 
-CT_INPUT_OF_MODE = {"s2d": "hr", "lr": "lr", "none": None}
 PET_RANGE_SUV = (0.0, 1e4)  # activity is non-negative; SUV beyond 1e4 is Bq/mL or a corrupt request
 CT_RANGE_HU = (-1e4, 1e5)  # metal reaches a few 10^4 HU; beyond is not HU
 _META_KEYS = ("scale", "hr_spacing_mm", "lr_spacing_mm", "normalization", "data_dir", "steps", "git_commit", "vgg",
@@ -143,10 +142,9 @@ def export_savedmodel(
         raise ValueError(f"model_name must be a plain folder name, got {model_name!r}")
     names = set(model.input_names if hasattr(model, "input_names") else [])
     names = names or set(model.input.keys() if isinstance(model.input, dict) else [])
-    ct_input = "hr" if "hr_ct" in names else "lr" if "lr_ct" in names else None
-    mode = (run_config.get("generator") or {}).get("ct_mode")
-    if mode is not None and CT_INPUT_OF_MODE.get(mode, "?") != ct_input:
-        raise ValueError(f"run_config ct_mode {mode!r} does not match the model's inputs {sorted(names)}")
+    from ctpet_srgan.models import ct_input_of
+
+    ct_input = ct_input_of(names, (run_config.get("generator") or {}).get("ct_mode"))
     meta = export_metadata(run_config, ct_input)
     norm = Normalization.from_dict(run_config.get("normalization") or {})
     final = Path(export_root) / model_name / str(version)

@@ -30,7 +30,6 @@ DEMO_LABEL = "phantom-trained demo model, not for clinical use"
 REAL_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "real_model"
 REAL_LABEL = "trained on 20 IBSI STS patients, research use only, not for clinical use"
 BUNDLED = {"demo": DEMO_MODEL_DIR, "real": REAL_MODEL_DIR}  # `--model bundled:NAME`
-_CT_INPUT = {"s2d": "hr", "lr": "lr", "none": None}
 
 # raw(pet_suv [B,h,w,1] float32, ct_hu [B,H,W,1] | [B,h,w,1] | None) -> (sr_pet SUV, sr_ct HU | None), [B,H,W,1]
 RawFn = Callable[[np.ndarray, "np.ndarray | None"], "tuple[np.ndarray, np.ndarray | None]"]
@@ -431,12 +430,15 @@ def _keras_raw(model, norm: Normalization, ct_key: str | None) -> RawFn:
 
 def predictor_from_keras(model, run_config: dict[str, Any], source: str = "") -> Predictor:
     """A Predictor around an in-memory Keras generator and its run_config (scale, normalisation)."""
+    from ctpet_srgan.models import CT_INPUT_NAME, ct_input_of
+
     names = _input_names(model)
-    ct_key = "hr_ct" if "hr_ct" in names else "lr_ct" if "lr_ct" in names else None
-    ct_input = {"hr_ct": "hr", "lr_ct": "lr", None: None}[ct_key]
     gen = run_config.get("generator") or {}
-    if "ct_mode" in gen and _CT_INPUT.get(gen["ct_mode"], "?") != ct_input:
-        raise ValueError(f"{source}: run_config ct_mode {gen['ct_mode']!r} does not match model inputs {names}")
+    try:
+        ct_input = ct_input_of(names, gen.get("ct_mode"))
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+    ct_key = CT_INPUT_NAME.get(ct_input)
     scale = int(run_config.get("scale") or gen.get("scale") or 0)
     if scale < 1:
         raise ValueError(f"{source}: run_config has no scale")

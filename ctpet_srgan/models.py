@@ -16,6 +16,28 @@ import tensorflow as tf
 from keras import layers
 
 CT_MODES = ("s2d", "lr", "none")
+# The one place that knows which CT a generator takes: the grid of its CT input for each ct_mode ("hr": the HR CT,
+# "lr": the CT on the LR grid, None: PET only), and the model input name that carries it.
+CT_INPUT_OF_MODE = {"s2d": "hr", "lr": "lr", "none": None}
+CT_INPUT_NAME = {"hr": "hr_ct", "lr": "lr_ct"}
+
+
+def ct_input_of(input_names, ct_mode: str | None = None) -> str | None:
+    """The grid of a built generator's CT input, from its input names, checked against its ct_mode.
+
+    Args:
+        input_names: the model's input names (e.g. ("lr_pet", "hr_ct")).
+        ct_mode: the run_config's generator ct_mode, or None when unknown (not checked).
+    Returns:
+        "hr", "lr" or None (a PET-only model).
+    Raises:
+        ValueError: ct_mode says another CT input than the model has.
+    """
+    names = set(input_names)
+    grid = next((g for g, n in CT_INPUT_NAME.items() if n in names), None)
+    if ct_mode is not None and CT_INPUT_OF_MODE.get(ct_mode, "?") != grid:
+        raise ValueError(f"run_config ct_mode {ct_mode!r} does not match the model's inputs {sorted(names)}")
+    return grid
 
 
 @keras.saving.register_keras_serializable(package="ctpet_srgan")
@@ -127,7 +149,8 @@ class GeneratorConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def input_names(self) -> tuple[str, ...]:
-        return {"s2d": ("lr_pet", "hr_ct"), "lr": ("lr_pet", "lr_ct"), "none": ("lr_pet",)}[self.ct_mode]
+        grid = CT_INPUT_OF_MODE[self.ct_mode]
+        return ("lr_pet",) + ((CT_INPUT_NAME[grid],) if grid else ())
 
 
 def _conv(filters: int, k: int, name: str, **kw) -> layers.Conv2D:

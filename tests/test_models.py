@@ -154,3 +154,17 @@ def test_spectral_norm_discriminator_keeps_float32_logits_under_mixed_precision(
         assert d(x, training=True).dtype == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_ct_input_of_each_built_generator_and_a_mismatched_ct_mode():
+    from ctpet_srgan.models import CT_INPUT_OF_MODE, ct_input_of
+
+    for mode in ("s2d", "lr", "none"):
+        cfg = GeneratorConfig(scale=2, filters=4, num_blocks=0, ct_mode=mode)
+        names = [t.name for t in build_generator(cfg).inputs]
+        assert tuple(sorted(names)) == tuple(sorted(cfg.input_names()))
+        assert ct_input_of(names, mode) == CT_INPUT_OF_MODE[mode] == {"s2d": "hr", "lr": "lr", "none": None}[mode]
+    with pytest.raises(ValueError, match="does not match"):
+        ct_input_of(["lr_pet", "lr_ct"], "s2d")
+    with pytest.raises(ValueError, match="does not match"):
+        ct_input_of(["lr_pet"], "lr")

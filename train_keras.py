@@ -117,6 +117,12 @@ def _main():
     strategy = distribute.make_strategy(F.strategy, F.tpu)  # first: MultiWorkerMirroredStrategy must come first
     if F.deterministic:
         tf.config.experimental.enable_op_determinism()
+    if not tf.config.list_physical_devices("GPU") and F.strategy != "tpu":
+        # Grappler's remapper cannot fuse the discriminator's Conv+BiasAdd+LeakyReLU (its gradient also reads the
+        # pre-activation) and says so with an "E ... remapper failed" line in the GAN phase, which is not an error.
+        # On CPU its fusions gain nothing measurable for these models (cpu.cfg steps, paired with the matmul
+        # reference: 0.56-0.59 with it, 0.59-0.61 without; bench/RESULTS.md), so it is off there.
+        tf.config.optimizer.set_experimental_options({"remapping": False})
     import keras
 
     if F.mixed_precision:

@@ -99,7 +99,10 @@ def make_dataset(
 
     options = tf.data.Options()
     options.deterministic = bool(deterministic or not training)
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # Training data is sharded by element across workers; evaluation data is read whole by every worker (equal batch
+    # counts, so no collective hangs; Trainer.evaluate relies on it).
+    options.experimental_distribute.auto_shard_policy = (tf.data.experimental.AutoShardPolicy.DATA if training
+                                                         else tf.data.experimental.AutoShardPolicy.OFF)
 
     ds = tf.data.Dataset.from_tensor_slices(files)
     if training:

@@ -53,7 +53,6 @@ IMAGE_METRICS = ("psnr_pet", "ssim_pet", "psnr_pet_body", "ssim_pet_body",
 GAIN_METRICS = ("psnr_pet", "ssim_pet", "psnr_pet_body", "ssim_pet_body", "crc_mean")
 FUSION_KEYS = ("mi_pet", "mi_ct", "ssim_pet", "ssim_ct", "qabf")
 PATIENT_KEYS = ("psnr_pet_body", "ssim_pet_body", "nrmse_pet_body")  # per-patient image quality inside the body
-WATER_HU, AIR_HU = 0.0, -1000.0  # the uninformative CT of the ablation: body filled with water, air outside
 ABLATION_SUFFIX = "_water_ct"
 PATIENT_CONVENTIONS = dict(
     image="PSNR / SSIM / NRMSE of the PET inside the body (HR CT > -500 HU), per study pooled over its slices;"
@@ -459,13 +458,13 @@ def tumour_scores(sr_pet: np.ndarray, ref: dict) -> dict:
 
 
 def water_ct(slices: list[dict]) -> np.ndarray:
-    """The uninformative CT of the ablation: the body outline (HR CT > -500 HU) filled with water, air outside.
+    """The uninformative CT of the ablation (`guidance.uninformative_ct`, the same CT as the guidance section's and
+    as training's CT dropout): the body outline (HR CT > -500 HU and the holes it encloses) filled with water.
 
     Returns:
         [n, H, W] float32 HU: 0 inside the body, -1000 outside.
     """
-    ct = np.stack([s["hr_ct"] for s in slices])
-    return np.where(ct > BODY_HU, WATER_HU, AIR_HU).astype(np.float32)
+    return gd.uninformative_ct(np.stack([s["hr_ct"] for s in slices]))
 
 
 def score_image_only(pred: dict, slices: list[dict], cfg: dict) -> dict:
@@ -509,7 +508,8 @@ def ct_ablation(real: dict[str, dict], water: dict[str, dict], model: str, seed:
         and the |tumour errors|; negative |error| differences: the real CT helps), paired (mean difference with its
         bootstrap 95% CI), and the water-CT entry's medians.
     """
-    return dict(model=model, ablated=model + ABLATION_SUFFIX, ct="body (HR CT > -500 HU) = 0 HU, outside = -1000 HU",
+    return dict(model=model, ablated=model + ABLATION_SUFFIX,
+                ct="body (HR CT > -500 HU and the holes it encloses) = 0 HU, outside = -1000 HU",
                 **compare_patients(real, water, seed), medians=medians(water))
 
 

@@ -19,9 +19,8 @@ import math
 
 import tensorflow as tf
 
+from ctpet_srgan.guidance import AIR_HU, BODY_THRESHOLD_HU  # the uninformative CT of guidance, in TF
 from ctpet_srgan.normalization import Normalization
-
-BODY_THRESHOLD_HU = -500.0
 
 
 def ct_levels(norm: Normalization) -> dict[str, float]:
@@ -32,7 +31,7 @@ def ct_levels(norm: Normalization) -> dict[str, float]:
     Returns:
         dict(air, water, threshold), floats in normalised units.
     """
-    return {"air": float(norm.ct_to_norm(-1000.0)), "water": float(norm.ct_to_norm(0.0)),
+    return {"air": float(norm.ct_to_norm(AIR_HU)), "water": float(norm.ct_to_norm(0.0)),
             "threshold": float(norm.ct_to_norm(BODY_THRESHOLD_HU))}
 
 

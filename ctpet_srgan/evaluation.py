@@ -42,7 +42,7 @@ from ctpet_srgan.geometry import Volume
 from ctpet_srgan.quantification import TUMOUR_KEYS
 from ctpet_srgan.report import clean, results_markdown
 
-BODY_HU = -500.0
+BODY_HU = gd.BODY_THRESHOLD_HU  # one body threshold for scoring, the ablation's CT and the guidance section
 LESION_MARGIN_MM = 5.0
 MI_BINS = 64
 N_BOOT = 2000

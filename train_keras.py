@@ -110,6 +110,7 @@ def main(argv):
 def _main():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stdout, force=True)  # force: replace the handler absl installs
+    logging.getLogger("absl").setLevel(logging.WARNING)  # TF's INFO chatter (checkpoint sharding callbacks)
     import tensorflow as tf
 
     from ctpet_srgan import distribute, training

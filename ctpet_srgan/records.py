@@ -1,4 +1,4 @@
-"""The TFRecord example schema and manifest.json of a prepared data set.
+"""The TFRecord example schema of a prepared data set (its manifest.json: ctpet_srgan.manifest).
 
 One example = one axial slice pair on the HR grid and the LR grid, in physical units:
   hr_pet, lr_pet: SUVbw (float32); hr_ct, lr_ct: HU (float32); images stored row-major as raw bytes.
@@ -12,16 +12,17 @@ StudyInstanceUID, first 16 hex digits).
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
+from ctpet_srgan.manifest import MANIFEST, SCHEMA_VERSION, SPLITS, Manifest
+
+__all__ = ["MANIFEST", "SCHEMA_VERSION", "SPLITS", "Manifest", "study_hash", "serialize_example", "feature_spec",
+           "parse_example", "read_manifest", "shard_paths"]
+
 IMAGE_KEYS = ("hr_pet", "hr_ct", "lr_pet", "lr_ct")
-SPLITS = ("train", "val", "test")
 _HASH_SALT = b"ctpet-srgan/v1"
 
 
@@ -157,30 +158,17 @@ def parse_example(serialized):
 
 
 def read_manifest(data_dir: str | Path) -> dict[str, Any]:
-    """Reads and checks DIR/manifest.json; a set without one is incomplete and is refused."""
-    path = Path(data_dir) / MANIFEST
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path}: no manifest.json; the data set is missing or its preparation did not finish"
-            " (rerun `python -m data_prep convert` with the same --out to resume)"
-        )
-    try:
-        m = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    if m.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(
-            f"{path}: schema_version {m.get('schema_version')!r}, this code reads {SCHEMA_VERSION}"
-        )
-    return m
+    """DIR/manifest.json as a plain dict, checked by `Manifest.load` (which library readers use directly).
+
+    Raises:
+        FileNotFoundError: no manifest.json (the set is missing or its preparation did not finish).
+        InputError: unreadable or invalid (names the file and the problem).
+    """
+    return Manifest.load(data_dir).to_dict()
 
 
-def shard_paths(data_dir: str | Path, manifest: dict[str, Any], split: str) -> list[str]:
-    """Absolute paths of the shards of `split`, checked to exist."""
-    if split not in manifest["splits"]:
-        raise ValueError(f"{data_dir}: no split {split!r}; it has {sorted(manifest['splits'])}")
-    paths = [str(Path(data_dir) / s["file"]) for s in manifest["splits"][split]["shards"]]
-    missing = [p for p in paths if not Path(p).exists()]
-    if missing:
-        raise FileNotFoundError(f"{data_dir}: shards listed in manifest.json are missing: {missing}")
-    return paths
+def shard_paths(data_dir: str | Path, manifest: Manifest | dict[str, Any], split: str) -> list[str]:
+    """Absolute paths of the shards of `split`, checked to exist (`manifest`: a Manifest or its dict)."""
+    if not isinstance(manifest, Manifest):
+        manifest = Manifest.from_dict(manifest, Path(data_dir) / MANIFEST)
+    return manifest.shard_paths(data_dir, split)

@@ -70,7 +70,8 @@ def test_manifest_checks(tmp_path):
     write_json_atomic(tmp_path / "manifest.json", {"schema_version": 99})
     with pytest.raises(ValueError, match="schema_version 99"):
         records.read_manifest(tmp_path)
-    m = {"schema_version": records.SCHEMA_VERSION, "splits": {"train": {"shards": [{"file": "x.tfrecord"}]}}}
+    m = {"schema_version": records.SCHEMA_VERSION, "scale": 2, "normalization": {}, "studies": {},
+         "splits": {"train": {"studies": [], "examples": 1, "shards": [{"file": "x.tfrecord", "examples": 1}]}}}
     write_json_atomic(tmp_path / "manifest.json", m)
     with pytest.raises(FileNotFoundError, match="x.tfrecord"):
         records.shard_paths(tmp_path, records.read_manifest(tmp_path), "train")

@@ -27,23 +27,27 @@ _TOP_KEYS = ("schema_version", "scale", "normalization", "splits", "studies", "h
              "degradation", "compression", "shard_size", "split_fractions", "split_seed", "examples", "skipped")
 
 
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
+    """An integer and not a bool (JSON true/false)."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_num(v: Any) -> bool:
+def is_num(v: Any) -> bool:
+    """A finite number and not a bool."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _need(cond: bool, source: Any, problem: str) -> None:
+def need(cond: bool, source: Any, problem: str) -> None:
+    """InputError("SOURCE: problem") unless `cond` (the checks of manifest and run_config files)."""
     if not cond:
         raise InputError(source, problem)
 
 
-def _spacing(v: Any, key: str, source: Any) -> tuple[float, ...] | None:
+def spacing(v: Any, key: str, source: Any) -> tuple[float, ...] | None:
+    """A checked voxel size entry (mm, 2 or 3 positive numbers) as a tuple; None stays None."""
     if v is None:
         return None
-    _need(isinstance(v, list) and len(v) in (2, 3) and all(_is_num(x) and x > 0 for x in v), source,
+    need(isinstance(v, list) and len(v) in (2, 3) and all(is_num(x) and x > 0 for x in v), source,
           f"{key} must be a list of 2 or 3 positive numbers (mm), got {v!r}")
     return tuple(v)
 
@@ -51,13 +55,13 @@ def _spacing(v: Any, key: str, source: Any) -> tuple[float, ...] | None:
 def normalization_from(d: Any, source: Any) -> Normalization:
     """The Normalization of a manifest / run_config entry; unknown constants are refused (they would change the
     mapping to the network's units), missing ones take the defaults."""
-    _need(isinstance(d, dict), source, f"normalization must be an object, got {type(d).__name__}")
+    need(isinstance(d, dict), source, f"normalization must be an object, got {type(d).__name__}")
     names = {f.name for f in dataclasses.fields(Normalization)}
     unknown = sorted(set(d) - names)
-    _need(not unknown, source, f"normalization has unknown constants {unknown} (written by a newer version?)")
-    _need(all(_is_num(v) for v in d.values()), source, f"normalization constants must be numbers, got {d!r}")
+    need(not unknown, source, f"normalization has unknown constants {unknown} (written by a newer version?)")
+    need(all(is_num(v) for v in d.values()), source, f"normalization constants must be numbers, got {d!r}")
     norm = Normalization(**{k: float(v) for k, v in d.items()})
-    _need(norm.ct_scale_hu > 0 and norm.pet_scale_suv > 0, source, "normalization scales must be > 0")
+    need(norm.ct_scale_hu > 0 and norm.pet_scale_suv > 0, source, "normalization scales must be > 0")
     return norm
 
 
@@ -156,37 +160,37 @@ class Manifest:
     @classmethod
     def from_dict(cls, d: Any, source: Any = MANIFEST) -> "Manifest":
         """Checks a manifest dict and types it. `source` names the file in errors (InputError "SOURCE: problem")."""
-        _need(isinstance(d, dict), source, f"a manifest is a JSON object, got {type(d).__name__}")
+        need(isinstance(d, dict), source, f"a manifest is a JSON object, got {type(d).__name__}")
         version = d.get("schema_version", 1)  # manifests from before the field existed are version 1
-        _need(version == SCHEMA_VERSION, source, f"schema_version {version!r}, this code reads {SCHEMA_VERSION}")
+        need(version == SCHEMA_VERSION, source, f"schema_version {version!r}, this code reads {SCHEMA_VERSION}")
         missing = [k for k in ("scale", "normalization", "splits", "studies") if k not in d]
-        _need(not missing, source, f"missing keys {missing}")
-        _need(d["scale"] in SCALES and _is_int(d["scale"]), source, f"scale must be 2 or 4, got {d['scale']!r}")
-        _need(isinstance(d["studies"], dict), source, "studies must be an object (study hash -> entry)")
+        need(not missing, source, f"missing keys {missing}")
+        need(d["scale"] in SCALES and is_int(d["scale"]), source, f"scale must be 2 or 4, got {d['scale']!r}")
+        need(isinstance(d["studies"], dict), source, "studies must be an object (study hash -> entry)")
         studies = {h: _study(h, e, source) for h, e in d["studies"].items()}
-        _need(isinstance(d["splits"], dict), source, "splits must be an object (split name -> split)")
+        need(isinstance(d["splits"], dict), source, "splits must be an object (split name -> split)")
         splits = {name: _split(name, s, source) for name, s in d["splits"].items()}
         for name, s in splits.items():
             for h in s.studies:
-                _need(h in studies, source, f"split {name}: study {h} is not described under studies")
+                need(h in studies, source, f"split {name}: study {h} is not described under studies")
                 said = studies[h].split
-                _need(said == name, source, f"study {h}: in split {name}, its entry says {said}")
+                need(said == name, source, f"study {h}: in split {name}, its entry says {said}")
         compression = d.get("compression") or ""
-        _need(compression in ("", "GZIP"), source, f"compression must be '' or 'GZIP', got {compression!r}")
+        need(compression in ("", "GZIP"), source, f"compression must be '' or 'GZIP', got {compression!r}")
         for key in ("shard_size", "split_seed"):
-            _need(d.get(key) is None or _is_int(d[key]), source, f"{key} must be an integer, got {d.get(key)!r}")
+            need(d.get(key) is None or is_int(d[key]), source, f"{key} must be an integer, got {d.get(key)!r}")
         for key in ("degradation", "split_fractions"):
-            _need(d.get(key) is None or isinstance(d[key], dict), source, f"{key} must be an object")
+            need(d.get(key) is None or isinstance(d[key], dict), source, f"{key} must be an object")
         skipped = d.get("skipped") or []
-        _need(isinstance(skipped, list) and all(isinstance(x, dict) and "study" in x for x in skipped), source,
+        need(isinstance(skipped, list) and all(isinstance(x, dict) and "study" in x for x in skipped), source,
               "skipped must be a list of {study, problem}")
         examples = d.get("examples", sum(s.examples for s in splits.values()))
-        _need(_is_int(examples) and examples >= 0, source, f"examples must be a count, got {examples!r}")
+        need(is_int(examples) and examples >= 0, source, f"examples must be a count, got {examples!r}")
         return cls(
             scale=d["scale"], normalization=normalization_from(d["normalization"], source), splits=splits,
             studies=studies, schema_version=version,
-            hr_spacing_mm=_spacing(d.get("hr_spacing_mm"), "hr_spacing_mm", source),
-            lr_spacing_mm=_spacing(d.get("lr_spacing_mm"), "lr_spacing_mm", source),
+            hr_spacing_mm=spacing(d.get("hr_spacing_mm"), "hr_spacing_mm", source),
+            lr_spacing_mm=spacing(d.get("lr_spacing_mm"), "lr_spacing_mm", source),
             degradation=d.get("degradation") or {}, compression=compression, shard_size=d.get("shard_size"),
             split_fractions=d.get("split_fractions"), split_seed=d.get("split_seed"), examples=examples,
             skipped=tuple(skipped), extra={k: v for k, v in d.items() if k not in _TOP_KEYS},
@@ -262,29 +266,29 @@ class Manifest:
 
 
 def _study(h: str, e: Any, source: Any) -> StudyEntry:
-    _need(isinstance(e, dict), source, f"study {h}: its entry must be an object")
-    _need(e.get("split") in SPLITS, source, f"study {h}: split must be one of {list(SPLITS)}, got {e.get('split')!r}")
-    _need(_is_int(e.get("slices")) and e["slices"] >= 0, source,
+    need(isinstance(e, dict), source, f"study {h}: its entry must be an object")
+    need(e.get("split") in SPLITS, source, f"study {h}: split must be one of {list(SPLITS)}, got {e.get('split')!r}")
+    need(is_int(e.get("slices")) and e["slices"] >= 0, source,
           f"study {h}: slices must be a count, got {e.get('slices')!r}")
-    _need(isinstance(e.get("lesions") or [], list), source, f"study {h}: lesions must be a list")
+    need(isinstance(e.get("lesions") or [], list), source, f"study {h}: lesions must be a list")
     return StudyEntry(e["split"], e["slices"], {k: v for k, v in e.items() if k not in ("split", "slices")})
 
 
 def _split(name: str, s: Any, source: Any) -> Split:
-    _need(name in SPLITS, source, f"unknown split {name!r} (splits are {list(SPLITS)})")
-    _need(isinstance(s, dict), source, f"split {name}: must be an object")
+    need(name in SPLITS, source, f"unknown split {name!r} (splits are {list(SPLITS)})")
+    need(isinstance(s, dict), source, f"split {name}: must be an object")
     missing = [k for k in ("studies", "examples", "shards") if k not in s]
-    _need(not missing, source, f"split {name}: missing keys {missing}")
-    _need(isinstance(s["studies"], list) and all(isinstance(h, str) for h in s["studies"]), source,
+    need(not missing, source, f"split {name}: missing keys {missing}")
+    need(isinstance(s["studies"], list) and all(isinstance(h, str) for h in s["studies"]), source,
           f"split {name}: studies must be a list of study hashes")
-    _need(_is_int(s["examples"]) and s["examples"] >= 0, source, f"split {name}: examples must be a count")
-    _need(isinstance(s["shards"], list), source, f"split {name}: shards must be a list")
+    need(is_int(s["examples"]) and s["examples"] >= 0, source, f"split {name}: examples must be a count")
+    need(isinstance(s["shards"], list), source, f"split {name}: shards must be a list")
     shards = []
     for i, sh in enumerate(s["shards"]):
-        ok = isinstance(sh, dict) and isinstance(sh.get("file"), str) and _is_int(sh.get("examples"))
-        _need(ok, source, f"split {name}: shard {i} must be {{file, examples}}, got {sh!r}")
-        _need(Path(sh["file"]).name == sh["file"] and not sh["file"].startswith("."), source,
+        ok = isinstance(sh, dict) and isinstance(sh.get("file"), str) and is_int(sh.get("examples"))
+        need(ok, source, f"split {name}: shard {i} must be {{file, examples}}, got {sh!r}")
+        need(Path(sh["file"]).name == sh["file"] and not sh["file"].startswith("."), source,
               f"split {name}: shard file {sh['file']!r} must be a plain file name in the set's folder")
         shards.append(Shard(sh["file"], sh["examples"]))
-    _need(s["examples"] == 0 or shards, source, f"split {name}: {s['examples']} examples but no shards listed")
+    need(s["examples"] == 0 or shards, source, f"split {name}: {s['examples']} examples but no shards listed")
     return Split(tuple(s["studies"]), s["examples"], tuple(shards))

@@ -5,7 +5,8 @@
            [--runner local|direct|<Beam runner> [Beam pipeline options]]   local process pool (default) or Beam
   inspect  DIR                              what a prepared set holds
   info     PATH                             what the reader makes of one DICOM/NIfTI input
-Errors in the input print one line "PATH: problem" on stderr and exit with code 2.
+Flags: absl's argparse integration (`--flagfile=FILE` reads flags from a file, one per line). Errors in the input or
+the flags print one line "PATH: problem" on stderr and exit with code 2.
 """
 
 from __future__ import annotations
@@ -17,15 +18,25 @@ import os
 import sys
 from typing import Sequence
 
+from absl import app, flags
+
+from ctpet_srgan import cli
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def _parser(fv: flags.FlagValues) -> cli.ArgumentParser:
+    """The command line: absl's argparse integration (`--flagfile=FILE` anywhere), one-line errors (exit 2).
+
+    Args:
+      fv: the absl flags the parsers also take: absl's FLAGS under app.run, an empty FlagValues in-process.
+    """
+    kw = dict(inherited_absl_flags=fv)
+    p = cli.ArgumentParser(prog="python -m data_prep", description=__doc__.splitlines()[0],
+                           formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
     sub = p.add_subparsers(dest="command", required=True, metavar="{phantom,convert,inspect,info}")
 
-    ph = sub.add_parser("phantom", help="write synthetic PET/CT studies as DICOM series")
+    ph = sub.add_parser("phantom", help="write synthetic PET/CT studies as DICOM series", **kw)
     ph.add_argument("--out", required=True, help="output folder (case_NNN/ subfolders)")
     ph.add_argument("--cases", type=int, default=8)
     ph.add_argument("--seed", type=int, default=0)
@@ -47,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     cv = sub.add_parser("convert", help="prepare sharded TFRecords + manifest.json", allow_abbrev=False,
                         epilog="Options it does not know (or all after `--`) go to Beam's PipelineOptions when"
                                " --runner is not local, e.g. --runner=direct --direct_num_workers=2"
-                               " --direct_running_mode=multi_processing; Beam: pip install -r requirements-beam.txt")
+                               " --direct_running_mode=multi_processing; Beam: pip install -r requirements-beam.txt",
+                        **kw)
     cv.add_argument("--out", required=True)
     cv.add_argument("--studies", help="a tree of DICOM studies (CT and PET paired by study and frame of reference)")
     cv.add_argument("--ct", help="one study: CT series folder, DICOM file or NIfTI")
@@ -83,13 +95,15 @@ def _parser() -> argparse.ArgumentParser:
                     help="stop without a manifest when any study fails (default: skip it, listed in the manifest)")
     cv.add_argument("--overwrite", action="store_true", help="redo a finished or unfinished set from scratch")
 
-    ins = sub.add_parser("inspect", help="print what a prepared set holds")
+    ins = sub.add_parser("inspect", help="print what a prepared set holds", **kw)
     ins.add_argument("dir")
     ins.add_argument("--verify", action="store_true", help="count the records of every shard")
     ins.add_argument("--json", action="store_true", help="print JSON")
 
-    sub.add_parser("info", help="describe one DICOM file, series folder or NIfTI (see `info --help`)",
-                   add_help=False)
+    from data_prep.info import add_arguments
+
+    add_arguments(sub.add_parser("info", help="describe one DICOM file, series folder or NIfTI (see `info --help`)",
+                                 **kw))
     return p
 
 
@@ -115,23 +129,23 @@ def _convert(a, beam_args: Sequence[str] = ()) -> int:
         from data_prep.beam_pipeline import MISSING, beam_available
 
         if not beam_available():
-            print(f"convert --runner={a.runner}: {MISSING}", file=sys.stderr)
-            return 2
+            return cli.fail(f"convert --runner={a.runner}: {MISSING}")
     if bool(a.studies) == bool(a.ct or a.pet) or (not a.studies and not (a.ct and a.pet)):
-        print("convert: give either --studies ROOT, or --ct PATH and --pet PATH", file=sys.stderr)
-        return 2
+        return cli.fail("convert: give either --studies ROOT, or --ct PATH and --pet PATH")
     if a.hr_spacing_mm not in (None, "median_pet"):
         try:
             a.hr_spacing_mm = float(a.hr_spacing_mm)
         except ValueError:
-            print(f"convert: --hr_spacing_mm must be a number (mm) or median_pet, not {a.hr_spacing_mm!r}",
-                  file=sys.stderr)
-            return 2
+            return cli.fail(f"convert: --hr_spacing_mm must be a number (mm) or median_pet, not {a.hr_spacing_mm!r}")
     cfg = ConvertConfig(scale=a.scale, lr_fwhm_mm=a.lr_fwhm_mm, truth_fwhm_mm=a.truth_fwhm_mm,
                         no_truth_fwhm_mm=a.no_truth_fwhm_mm, counts_per_suv=a.counts_per_suv, seed=a.seed,
                         allow_unregistered=a.allow_unregistered, nifti_pet_units=a.nifti_pet_units,
                         roi_pattern=a.roi_pattern)
-    if a.studies:
+    if a.studies and a.hr_spacing_mm != "median_pet":  # the workers scan the headers (convert / convert_beam)
+        from data_prep.convert import StudyTree
+
+        specs = StudyTree(a.studies, allow_unregistered=a.allow_unregistered)
+    elif a.studies:
         specs = discover_studies(a.studies, allow_unregistered=a.allow_unregistered)
         if not specs:
             from ctpet_srgan.errors import InputError
@@ -165,29 +179,44 @@ def _inspect(a) -> int:
     return 0 if info["complete"] else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "info":
-        from data_prep.info import main as info_main
-
-        return info_main(argv[1:])
-    parser = _parser()
-    a, extra = parser.parse_known_args(argv)  # what the convert parser does not know goes to Beam
+def _dispatch(parsed: tuple[argparse.Namespace, list[str]]) -> int:
+    """Runs the parsed subcommand; returns the exit status (2 with one stderr line for a user error)."""
+    a, extra = parsed
     extra = [x for x in extra if x != "--"]
     if extra and (a.command != "convert" or a.runner == "local"):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}"
-                     + (" (Beam pipeline options need --runner=direct or another Beam runner)"
-                        if a.command == "convert" else ""))
-    from ctpet_srgan.errors import InputError
+        return cli.fail(f"python -m data_prep {a.command}: unrecognized arguments: {' '.join(extra)}"
+                        + (" (Beam pipeline options need --runner=direct or another Beam runner)"
+                           if a.command == "convert" else ""))
+    if a.command == "info":
+        from data_prep.info import run_info
 
+        return run_info(a)
     try:
         if a.command == "convert":
             return _convert(a, extra)
         return {"phantom": _phantom, "inspect": _inspect}[a.command](a)
-    except (InputError, ValueError, FileNotFoundError, FileExistsError) as e:
-        print(str(e).replace("\n", " "), file=sys.stderr)
-        return 2
+    except cli.USER_ERRORS as e:
+        return cli.fail(cli.error_line(e))
+
+
+def _parse(fv: flags.FlagValues, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    return _parser(fv).parse_known_args(list(argv))  # what the convert parser does not know goes to Beam
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m data_prep ARGS` in-process (argv: the arguments after the program name); the exit status."""
+    try:
+        parsed = _parse(flags.FlagValues(), sys.argv[1:] if argv is None else argv)
+    except SystemExit as e:  # a parse error (one line printed) or --help
+        return int(e.code or 0)
+    return _dispatch(parsed)
+
+
+def run() -> None:
+    """The program (`python -m data_prep`, console script `ctpet-prepare`): absl.app.run with absl's argparse
+    integration of subcommands as its flags_parser."""
+    app.run(_dispatch, flags_parser=lambda argv: _parse(flags.FLAGS, argv[1:]))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

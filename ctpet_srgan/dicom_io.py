@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -479,50 +480,81 @@ def _scan_entry(ds: Dataset, p: Path, key: str) -> dict[str, Any]:
     }
 
 
-def scan_dicom_tree(root: str | os.PathLike, *, on_error: str = "skip") -> list[dict[str, Any]]:
+def scan_dicom_tree(root: str | os.PathLike, *, on_error: str = "skip", map_fn=map) -> list[dict[str, Any]]:
     """Finds every DICOM series under `root` (headers only) for pairing CT with PET.
 
     Returns one dict per series: files (sorted paths as str), n_files, modality, study_uid,
     frame_of_reference_uid, series_uid, series_description, series_number. Unreadable files are skipped
-    with a warning (on_error="skip") or raise InputError (on_error="raise").
+    with a warning (on_error="skip") or raise InputError (on_error="raise"). `map_fn` (e.g. a process pool's
+    map) scans the folders of `dicom_folders(root)`, each with `scan_dicom_folder`; the result does not depend on it.
     """
     root = Path(root)
     if not root.is_dir():
         raise InputError(root, "is not a folder")
-    series: dict[str, dict[str, Any]] = {}
-    n_derived = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            p = Path(dirpath) / name
-            if not _is_candidate(p):
-                continue
-            try:
-                ds = _dcmread(p, header_only=True)
-            except InputError as e:
-                if on_error == "raise":
-                    raise
-                log.warning("skipping %s", e)
-                continue
-            if ds is None:
-                continue
-            try:
-                with _blame(p):
-                    key, derived = series_key(ds, p)
-                    if derived:  # de-identified: group within one folder by what the file still says
-                        key = "derived:" + hashlib.sha1(f"{key}|{dirpath}".encode()).hexdigest()[:16]
-                        n_derived += 1
-                    s = series.get(key) or _scan_entry(ds, p, key)
-            except InputError as e:
-                if on_error == "raise":
-                    raise
-                log.warning("skipping %s", e)
-                continue
-            series[key] = s
-            s["files"].append(str(p))
+    parts = list(map_fn(functools.partial(scan_dicom_folder, on_error=on_error), dicom_folders(root)))
+    n_derived = sum(n for _, n in parts)
     if n_derived:
         log.warning("%s: %d files have no SeriesInstanceUID (de-identified?): grouped into series by study, series "
                     "number, frame of reference, orientation, modality, image size and folder", root, n_derived)
+    return merge_series(s for part, _ in parts for s in part)
+
+
+def dicom_folders(root: str | os.PathLike) -> list[tuple[str, tuple[str, ...]]]:
+    """(folder, its file names) of every non-hidden folder under `root` that has files, in walk order (sorted);
+    no file is opened (the cheap listing a driver does before workers scan the headers)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if filenames:
+            out.append((dirpath, tuple(sorted(filenames))))
+    return out
+
+
+def scan_dicom_folder(folder: tuple[str, Sequence[str]], *, on_error: str = "skip") -> tuple[list[dict[str, Any]], int]:
+    """The series of one folder's files (headers only; see scan_dicom_tree), and how many files had no
+    SeriesInstanceUID. A series that spans folders comes back once per folder; `merge_series` joins them."""
+    dirpath, names = folder
+    series: dict[str, dict[str, Any]] = {}
+    n_derived = 0
+    for name in names:
+        p = Path(dirpath) / name
+        if not _is_candidate(p):
+            continue
+        try:
+            ds = _dcmread(p, header_only=True)
+        except InputError as e:
+            if on_error == "raise":
+                raise
+            log.warning("skipping %s", e)
+            continue
+        if ds is None:
+            continue
+        try:
+            with _blame(p):
+                key, derived = series_key(ds, p)
+                if derived:  # de-identified: group within one folder by what the file still says
+                    key = "derived:" + hashlib.sha1(f"{key}|{dirpath}".encode()).hexdigest()[:16]
+                    n_derived += 1
+                s = series.get(key) or _scan_entry(ds, p, key)
+        except InputError as e:
+            if on_error == "raise":
+                raise
+            log.warning("skipping %s", e)
+            continue
+        series[key] = s
+        s["files"].append(str(p))
+    return list(series.values()), n_derived
+
+
+def merge_series(parts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Joins per-folder series (`scan_dicom_folder`, given in walk order) by series UID: the first folder's header
+    fields, all files sorted; returns them sorted by (study, modality, series number, first file)."""
+    series: dict[str, dict[str, Any]] = {}
+    for s in parts:
+        if s["series_uid"] in series:
+            series[s["series_uid"]]["files"].extend(s["files"])
+        else:
+            series[s["series_uid"]] = {**s, "files": list(s["files"])}
     out = []
     for s in series.values():
         s["files"].sort()

@@ -37,7 +37,9 @@ studies are named by a salted hash.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
+import gzip
 import json
 import logging
 import math
@@ -55,6 +57,7 @@ from ctpet_srgan.atomic import atomic_path, write_json_atomic, write_json_once
 from ctpet_srgan.degradation import degrade_pet_volume, downsample_area, extra_fwhm_mm, gaussian_blur
 from ctpet_srgan.errors import InputError
 from ctpet_srgan.geometry import Volume, resample
+from ctpet_srgan.manifest import Manifest
 from ctpet_srgan.normalization import DEFAULT, Normalization
 
 _log = logging.getLogger(__name__)
@@ -440,53 +443,76 @@ def median_pet_spacing(specs: Sequence[StudySpec]) -> float:
 
 
 def discover_studies(root: PathLike, *, allow_unregistered: bool = False,
-                     log: Callable[[str], None] = print) -> list[StudySpec]:
+                     log: Callable[[str], None] = print, map_fn=map) -> list[StudySpec]:
     """Pairs CT and PET series under `root` by StudyInstanceUID and FrameOfReferenceUID (DICOM headers only).
 
     A PET series whose SeriesDescription starts with "HR PET truth" is the study's truth PET. An RTSTRUCT in the
     study (modality RTSTRUCT, the PET's frame of reference) gives the tumour mask; with several, the one that
     references the PET series is preferred, then the CT's. Studies without a CT or a PET are skipped (reported by
-    hash). CT and PET in different frames of reference are refused unless `allow_unregistered`.
+    hash). CT and PET in different frames of reference are refused unless `allow_unregistered`. `map_fn` scans
+    the folders' headers (a process pool's map: the workers do it); the studies found do not depend on it.
     """
     from ctpet_srgan.dicom_io import scan_dicom_tree
 
-    root = Path(root)
     by_study: dict[str, list[dict[str, Any]]] = {}
-    for s in scan_dicom_tree(root):
+    for s in scan_dicom_tree(root, map_fn=map_fn):
         by_study.setdefault(s["study_uid"], []).append(s)
-    specs = []
-    for uid, series in sorted(by_study.items()):
-        key = records.study_hash(uid)
-        cts = [s for s in series if s["modality"] == "CT"]
-        pts = [s for s in series if s["modality"] == "PT"]
-        truths = [s for s in pts if s["series_description"].startswith(TRUTH_PREFIX)]
-        pets = [s for s in pts if s not in truths]
-        if not cts or not pets:
-            log(f"study {key}: skipped (needs a CT and a PET series; has {len(cts)} CT, {len(pets)} PET)")
-            continue
-        biggest = lambda ss: max(ss, key=lambda s: (s["n_files"], -(s["series_number"] or 0)))  # noqa: E731
-        pet = biggest(pets)
-        if len(pets) > 1:
-            log(f"study {key}: {len(pets)} PET series; using the one with the most slices")
-        same = [c for c in cts if c["frame_of_reference_uid"] == pet["frame_of_reference_uid"]]
-        if not same and not allow_unregistered:
-            raise InputError(
-                Path(cts[0]["files"][0]).parent,
-                f"study {key}: no CT series shares the PET's FrameOfReferenceUID (not registered);"
-                " pass --allow_unregistered to pair them anyway",
-            )
-        ct = biggest(same or cts)
-        tr = [t for t in truths if t["frame_of_reference_uid"] == pet["frame_of_reference_uid"]]
-        truth = biggest(tr) if tr else None
-        files = ct["files"] + pet["files"] + (truth["files"] if truth else [])
-        rts = _pick_rtstruct([s for s in series if s["modality"] == "RTSTRUCT"], pet, ct)
-        les_file = _find_lesions_file(files, root)
-        specs.append(StudySpec(
-            key=key, ct=tuple(ct["files"]), pet=tuple(pet["files"]),
-            truth=tuple(truth["files"]) if truth else None, lesions=_load_lesions(les_file) if les_file else (),
-            rtstruct=rts, world=_load_world(les_file) if les_file else None,
-        ))
-    return specs
+    specs = [pair_study(series, root, allow_unregistered=allow_unregistered, log=log)
+             for _, series in sorted(by_study.items())]
+    return [s for s in specs if s is not None]
+
+
+def pair_study(series: Sequence[dict[str, Any]], root: PathLike, *, allow_unregistered: bool = False,
+               log: Callable[[str], None] = print) -> StudySpec | None:
+    """One study's StudySpec from its series (`dicom_io.merge_series` order; see discover_studies); None when it
+    lacks a CT or a PET (logged by hash). Reads only its lesions.json and RTSTRUCT headers."""
+    root = Path(root)
+    key = records.study_hash(series[0]["study_uid"])
+    cts = [s for s in series if s["modality"] == "CT"]
+    pts = [s for s in series if s["modality"] == "PT"]
+    truths = [s for s in pts if s["series_description"].startswith(TRUTH_PREFIX)]
+    pets = [s for s in pts if s not in truths]
+    if not cts or not pets:
+        log(f"study {key}: skipped (needs a CT and a PET series; has {len(cts)} CT, {len(pets)} PET)")
+        return None
+    biggest = lambda ss: max(ss, key=lambda s: (s["n_files"], -(s["series_number"] or 0)))  # noqa: E731
+    pet = biggest(pets)
+    if len(pets) > 1:
+        log(f"study {key}: {len(pets)} PET series; using the one with the most slices")
+    same = [c for c in cts if c["frame_of_reference_uid"] == pet["frame_of_reference_uid"]]
+    if not same and not allow_unregistered:
+        raise InputError(
+            Path(cts[0]["files"][0]).parent,
+            f"study {key}: no CT series shares the PET's FrameOfReferenceUID (not registered);"
+            " pass --allow_unregistered to pair them anyway",
+        )
+    ct = biggest(same or cts)
+    tr = [t for t in truths if t["frame_of_reference_uid"] == pet["frame_of_reference_uid"]]
+    truth = biggest(tr) if tr else None
+    files = ct["files"] + pet["files"] + (truth["files"] if truth else [])
+    rts = _pick_rtstruct([s for s in series if s["modality"] == "RTSTRUCT"], pet, ct)
+    les_file = _find_lesions_file(files, root)
+    return StudySpec(
+        key=key, ct=tuple(ct["files"]), pet=tuple(pet["files"]),
+        truth=tuple(truth["files"]) if truth else None, lesions=_load_lesions(les_file) if les_file else (),
+        rtstruct=rts, world=_load_world(les_file) if les_file else None,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyTree:
+    """A DICOM tree to convert whose headers the WORKERS scan (convert / convert_beam): the driver only lists its
+    folders (`dicom_folders`, no file opened); the studies are those discover_studies(root) finds."""
+
+    root: str
+    allow_unregistered: bool = False
+
+    def __post_init__(self):
+        if not Path(self.root).is_dir():
+            raise InputError(self.root, "is not a folder")
+
+    def nothing_found(self) -> InputError:
+        return InputError(self.root, "no study with both a CT and a PET series was found")
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -527,13 +553,39 @@ def assign_splits(keys: Sequence[str], val_fraction: float = 0.1, test_fraction:
     return out
 
 
-def _write_tfrecord(path: Path, examples, compression: str = "") -> None:
-    import tensorflow as tf
+def _masked_crc32c(data: bytes) -> int:
+    import google_crc32c
 
-    with atomic_path(path) as tmp:
-        with tf.io.TFRecordWriter(str(tmp), tf.io.TFRecordOptions(compression_type=compression)) as w:
-            for ex in examples:
-                w.write(ex)
+    c = google_crc32c.value(data)
+    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def write_tfrecord(path: PathLike, examples, compression: str = "") -> None:
+    """A TFRecord file (compression "" or "GZIP"), written atomically (temp + fsync + rename).
+
+    Without TensorFlow when google-crc32c is installed (requirements.txt): importing TensorFlow costs a driver or a
+    worker seconds for nothing else. Uncompressed, the bytes are TensorFlow's (the format is fixed: length, masked
+    crc32c, data, masked crc32c); GZIP: the same records in a gzip stream of Python's (header mtime 0). Without
+    google-crc32c, TensorFlow's writer."""
+    try:
+        import google_crc32c  # noqa: F401
+    except ImportError:
+        import tensorflow as tf
+
+        with atomic_path(path) as tmp:
+            with tf.io.TFRecordWriter(str(tmp), tf.io.TFRecordOptions(compression_type=compression)) as w:
+                for ex in examples:
+                    w.write(ex)
+        return
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
+        f = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if compression == "GZIP" else raw
+        for ex in examples:
+            head = len(ex).to_bytes(8, "little")
+            f.write(head + _masked_crc32c(head).to_bytes(4, "little") + ex + _masked_crc32c(ex).to_bytes(4, "little"))
+        if f is not raw:
+            f.close()  # the gzip trailer; leaves `raw` open
+        raw.flush()
+        os.fsync(raw.fileno())
 
 
 # A study's finished examples in OUT/.work/<hash>.examples: each record is its length (8 bytes, little-endian)
@@ -569,15 +621,54 @@ def prepared_studies(out_dir: PathLike) -> list[str]:
     return sorted(p.stem for p in work.glob(f"*{_DONE}")) if work.is_dir() else []
 
 
-def _prepare_and_save(spec: StudySpec, cfg: ConvertConfig, work: Path) -> None:
-    """prepare_study, then its summary and examples into `work` (summary first: the examples file marks it done)."""
-    res = prepare_study(spec, cfg)
+def save_prepared(res: StudyResult, work: Path) -> None:
+    """A prepared study's summary and examples into `work` (summary first: the examples file marks it done)."""
     write_json_atomic(work / f"{res.study_hash}.json", res.summary)
     _write_examples(_done_marker(work, res.study_hash), res.examples)
 
 
+def _prepare_and_save(spec: StudySpec, cfg: ConvertConfig, work: Path) -> None:
+    """prepare_study, then save_prepared (in the worker: the examples never go back through the pool)."""
+    save_prepared(prepare_study(spec, cfg), work)
+
+
+def load_prepared(work: Path, key: str) -> StudyResult | None:
+    """The study an earlier (interrupted) run of either runner prepared into `work`; None when it did not."""
+    marker = _done_marker(work, key)
+    if not marker.exists():
+        return None
+    return StudyResult(key, list(_read_examples(marker)), json.loads((work / f"{key}.json").read_text()))
+
+
+def start_run(out: Path, cfg: ConvertConfig, compression: str, shard_size: int, val_fraction: float,
+              test_fraction: float, split_seed: int | None) -> Path:
+    """OUT/.work of a run (either runner): created, stale temporaries removed, settings.json written once; an
+    unfinished run with other settings is refused (its prepared studies would not fit the new ones)."""
+    fingerprint = {k: v for k, v in cfg.to_dict().items() if k != "allow_unregistered"}  # output-neutral
+    settings = {"config": fingerprint, "compression": compression, "shard_size": shard_size,
+                "val_fraction": val_fraction, "test_fraction": test_fraction}
+    if split_seed is not None:
+        settings["split_seed"] = int(split_seed)
+    work = out / WORK
+    work.mkdir(parents=True, exist_ok=True)
+    for d in (out, work):  # temporary files of a run that was killed mid-write
+        for p in d.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
+    if not write_json_once(work / "settings.json", settings):
+        raise ValueError(f"{out}: an earlier unfinished run used other settings; rerun them or pass --overwrite")
+    return work
+
+
+def _pool_map(pool: cf.Executor, workers: int):
+    """A map over `pool` for the header scan: a few folders per task (sent in order, results in order)."""
+    def map_fn(fn, folders):
+        folders = list(folders)
+        return pool.map(fn, folders, chunksize=max(1, len(folders) // (4 * workers)))
+    return map_fn
+
+
 def convert(
-    specs: Sequence[StudySpec],
+    specs: Sequence[StudySpec] | StudyTree,
     out_dir: PathLike,
     cfg: ConvertConfig = ConvertConfig(),
     *,
@@ -593,9 +684,12 @@ def convert(
 ) -> dict[str, Any]:
     """Prepares `specs` into OUT_DIR (resumable; manifest.json last) and returns the manifest.
 
-    A study that fails is logged with its hash and skipped (the manifest lists it under `skipped`, by hash and
-    problem, without paths). When every study fails, or any fails with `strict`, no manifest is written and
-    InputError is raised: fix the input and rerun to resume (the prepared studies are kept).
+    `specs` may be a StudyTree: then the worker processes scan its DICOM headers (discover_studies with the pool's
+    map), the driver pairs the series, and the same pool prepares the studies; the set equals that of
+    discover_studies(root) given as specs. A study that fails is logged with its hash and skipped (the manifest
+    lists it under `skipped`, by hash and problem, without paths). When every study fails, or any fails with
+    `strict`, no manifest is written and InputError is raised: fix the input and rerun to resume (the prepared
+    studies are kept).
     """
     out = Path(out_dir)
     compression = {"none": "", "": "", "gzip": "GZIP"}.get(str(compression).lower(), None)
@@ -604,29 +698,36 @@ def convert(
     if shard_size < 1:
         raise ValueError("shard_size must be >= 1")
     manifest_path = out / records.MANIFEST
-    work = out / WORK
     if overwrite:
         _clear(out)
     elif manifest_path.exists():
         log(f"{out}: already complete (manifest.json present); nothing to do (use --overwrite to redo)")
         return records.read_manifest(out)
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if workers > 1 and (isinstance(specs, StudyTree) or len(specs) > 1):
+            ctx = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
+            pool = stack.enter_context(cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx))
+        if isinstance(specs, StudyTree):
+            tree = specs
+            specs = discover_studies(tree.root, allow_unregistered=tree.allow_unregistered, log=log,
+                                     map_fn=_pool_map(pool, workers) if pool else map)
+            if not specs:
+                raise tree.nothing_found()
+        return _convert_specs(specs, out, cfg, pool, compression=compression, shard_size=shard_size,
+                              val_fraction=val_fraction, test_fraction=test_fraction, split_seed=split_seed,
+                              strict=strict, log=log)
+
+
+def _convert_specs(specs: Sequence[StudySpec], out: Path, cfg: ConvertConfig, pool, *, compression: str,
+                   shard_size: int, val_fraction: float, test_fraction: float, split_seed: int | None,
+                   strict: bool, log) -> dict[str, Any]:
     keys = [s.key for s in specs]
     if len(set(keys)) != len(keys):
         raise ValueError("the same study is listed twice")
     if not specs:
         raise ValueError("no studies to convert")
-    fingerprint = {k: v for k, v in cfg.to_dict().items() if k != "allow_unregistered"}  # output-neutral
-    settings = {"config": fingerprint, "compression": compression, "shard_size": shard_size,
-                "val_fraction": val_fraction, "test_fraction": test_fraction}
-    if split_seed is not None:
-        settings["split_seed"] = int(split_seed)
-    work.mkdir(parents=True, exist_ok=True)
-    for d in (out, work):  # temporary files of a run that was killed mid-write
-        for p in d.glob(".*.tmp"):
-            p.unlink(missing_ok=True)
-    if not write_json_once(work / "settings.json", settings):
-        raise ValueError(f"{out}: an earlier unfinished run used other settings; rerun them or pass --overwrite")
-
+    work = start_run(out, cfg, compression, shard_size, val_fraction, test_fraction, split_seed)
     todo = [s for s in specs if not _done_marker(work, s.key).exists()]
     if len(todo) < len(specs):
         log(f"resuming: {len(specs) - len(todo)} of {len(specs)} studies already prepared")
@@ -637,7 +738,7 @@ def convert(
         skipped.append({"study": s.key, "problem": e.problem if isinstance(e, InputError) else str(e)})
         log(f"study {s.key}: FAILED: {e}")
 
-    if workers <= 1 or len(todo) <= 1:
+    if pool is None or len(todo) <= 1:
         for s in todo:
             try:
                 _prepare_and_save(s, cfg, work)
@@ -645,16 +746,14 @@ def convert(
             except Exception as e:  # noqa: BLE001 - reported below, other studies are kept
                 failed(s, e)
     else:
-        ctx = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futs = {pool.submit(_prepare_and_save, s, cfg, work): s for s in todo}
-            for fut in cf.as_completed(futs):
-                s = futs[fut]
-                try:
-                    fut.result()
-                    log(f"study {s.key}: done")
-                except Exception as e:  # noqa: BLE001 - reported below, other studies are kept
-                    failed(s, e)
+        futs = {pool.submit(_prepare_and_save, s, cfg, work): s for s in todo}
+        for fut in cf.as_completed(futs):
+            s = futs[fut]
+            try:
+                fut.result()
+                log(f"study {s.key}: done")
+            except Exception as e:  # noqa: BLE001 - reported below, other studies are kept
+                failed(s, e)
     if failures and (strict or len(failures) == len(specs)):
         raise InputError(out, f"{len(failures)} of {len(specs)} studies failed, no manifest written"
                               f" (fix them and rerun to resume): " + "; ".join(failures))
@@ -700,8 +799,8 @@ def shard_layout(keys: Sequence[str], slices: dict[str, int], split_of: dict[str
 def build_manifest(keys: Sequence[str], summaries: dict[str, dict[str, Any]], split_of: dict[str, str],
                    splits: dict[str, dict[str, Any]], cfg: ConvertConfig, compression: str, shard_size: int,
                    val_fraction: float, test_fraction: float, log, split_seed: int | None = None,
-                   skipped: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
-    """manifest.json of a finished set from the per-study summaries and the shard layout (any runner).
+                   skipped: Sequence[dict[str, str]] = ()) -> Manifest:
+    """manifest.json of a finished set from the per-study summaries and the shard layout (any runner), checked.
 
     split_seed: the seed of assign_splits (None: sorted-hash order); skipped: {study, problem} of studies left out.
     """
@@ -710,7 +809,7 @@ def build_manifest(keys: Sequence[str], summaries: dict[str, dict[str, Any]], sp
     if len({tuple(round(v, 3) for v in summaries[k]["hr_spacing_mm"]) for k in keys}) > 1:  # to 1 um
         log("warning: studies have different HR voxel sizes (see studies[*].hr_spacing_mm); the manifest's"
             " hr_spacing_mm is the first study's; pass --hr_spacing_mm (a number, or median_pet) to make them equal")
-    return {
+    return Manifest.from_dict({
         "schema_version": records.SCHEMA_VERSION,
         "scale": cfg.scale,
         "hr_spacing_mm": first["hr_spacing_mm"],
@@ -725,7 +824,7 @@ def build_manifest(keys: Sequence[str], summaries: dict[str, dict[str, Any]], sp
         "splits": splits,
         "studies": {k: {"split": split_of[k], **summaries[k]} for k in keys},
         "skipped": list(skipped),
-    }
+    })
 
 
 def _finish(out: Path, keys: list[str], cfg: ConvertConfig, compression: str, shard_size: int,
@@ -740,7 +839,7 @@ def _finish(out: Path, keys: list[str], cfg: ConvertConfig, compression: str, sh
         stream = (ex for k in splits[split]["studies"] for ex in _read_examples(_done_marker(work, k)))
         for shard in splits[split]["shards"]:
             batch = [next(stream) for _ in range(shard["examples"])]
-            _write_tfrecord(out / shard["file"], batch, compression)
+            write_tfrecord(out / shard["file"], batch, compression)
             written.add(shard["file"])
         if next(stream, None) is not None:
             raise RuntimeError(f"{work}: more records than the summaries say; rerun with --overwrite")
@@ -749,8 +848,8 @@ def _finish(out: Path, keys: list[str], cfg: ConvertConfig, compression: str, sh
             p.unlink()
     manifest = build_manifest(keys, summaries, split_of, splits, cfg, compression, shard_size, val_fraction,
                               test_fraction, log, split_seed=split_seed, skipped=skipped)
-    write_json_atomic(out / records.MANIFEST, manifest)
+    manifest.save(out)
     shutil.rmtree(work, ignore_errors=True)
-    log(f"{out}: {manifest['examples']} slices from {len(keys)} studies; "
+    log(f"{out}: {manifest.examples} slices from {len(keys)} studies; "
         + ", ".join(f"{s} {splits[s]['examples']} ({len(splits[s]['studies'])} studies)" for s in records.SPLITS))
-    return manifest
+    return manifest.to_dict()

@@ -559,3 +559,64 @@ def test_a_bad_scanner_entry_is_refused_naming_the_file(tmp_path):
     f.write_text(json.dumps({"world": "guided", "lesions": [], "scanner": {"psf_fwhm_mm": "wide"}}))
     with pytest.raises(InputError, match="scanner"):
         cv.single_study(tmp_path, tmp_path, lesions=f)
+
+
+def test_a_tree_scanned_by_the_workers_gives_the_discovered_set_and_the_driver_opens_no_dicom(
+        prepared, phantoms, tmp_path, monkeypatch):
+    from ctpet_srgan import dicom_io
+
+    ref_out, m_ref, _ = prepared
+
+    def no_dicom_here(path, **kw):
+        raise AssertionError(f"the driver opened {path}")
+
+    monkeypatch.setattr(dicom_io, "_dcmread", no_dicom_here)  # the driver's only: spawned workers import their own
+    out = tmp_path / "tree"
+    m = cv.convert(cv.StudyTree(str(phantoms)), out, cv.ConvertConfig(scale=2, seed=1), workers=2, shard_size=5,
+                   log=lambda s: None)
+    assert m == m_ref  # splits (from the studies' hashes), summaries, shard layout
+    for sh in (sh for s in m["splits"].values() for sh in s["shards"]):
+        assert (out / sh["file"]).read_bytes() == (ref_out / sh["file"]).read_bytes(), sh["file"]
+    with pytest.raises(InputError, match="no study with both a CT and a PET"):
+        cv.convert(cv.StudyTree(str(tmp_path / "tree")), tmp_path / "none", log=lambda s: None)  # no DICOM there
+    with pytest.raises(InputError, match="is not a folder"):
+        cv.StudyTree(str(tmp_path / "nowhere"))
+
+
+def test_a_series_split_over_folders_is_joined_as_a_whole_tree_scan_does(phantoms, tmp_path):
+    import concurrent.futures as cf
+    import multiprocessing
+
+    from ctpet_srgan import dicom_io
+
+    root = tmp_path / "tree"
+    shutil.copytree(phantoms, root)
+    ct = sorted((root / "case_001" / "ct").iterdir())
+    (root / "case_001" / "a_ct_part").mkdir()  # walked before ct/: its files are the series' first folder
+    for f in ct[::2]:
+        f.rename(root / "case_001" / "a_ct_part" / f.name)
+    whole = dicom_io.scan_dicom_tree(root)
+    with cf.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pooled = dicom_io.scan_dicom_tree(root, map_fn=lambda f, xs: pool.map(f, list(xs), chunksize=1))
+    assert pooled == whole and len(whole) == 9  # 3 studies x (CT, PET, truth): the split CT is one series
+    [split_ct] = [s for s in whole if s["files"][0].startswith(str(root / "case_001")) and s["modality"] == "CT"]
+    assert split_ct["n_files"] == len(ct) and split_ct["files"] == sorted(split_ct["files"])
+    specs = cv.discover_studies(root, log=lambda s: None)
+    assert [len(s.ct) for s in specs] == [len(ct)] * 3
+    m1 = cv.convert(specs, tmp_path / "specs", cv.ConvertConfig(scale=2, seed=1), shard_size=5, log=lambda s: None)
+    m2 = cv.convert(cv.StudyTree(str(root)), tmp_path / "tree_out", cv.ConvertConfig(scale=2, seed=1), workers=2,
+                    shard_size=5, log=lambda s: None)
+    assert m1 == m2
+
+
+def test_the_light_tfrecord_writer_writes_tensorflows_bytes(tmp_path, monkeypatch):
+    import sys
+
+    exs = [b"", b"x", bytes(range(256)) * 40]
+    cv.write_tfrecord(tmp_path / "light.tfrecord", exs)
+    cv.write_tfrecord(tmp_path / "light.tfrecord.gz", exs, "GZIP")
+    monkeypatch.setitem(sys.modules, "google_crc32c", None)  # as if not installed: TensorFlow's writer
+    cv.write_tfrecord(tmp_path / "tf.tfrecord", exs)
+    assert (tmp_path / "light.tfrecord").read_bytes() == (tmp_path / "tf.tfrecord").read_bytes()
+    got = [r.numpy() for r in tf.data.TFRecordDataset(str(tmp_path / "light.tfrecord.gz"), compression_type="GZIP")]
+    assert got == exs

@@ -10,12 +10,12 @@ alone, examples/s over the examples/s training consumes; (5) DICOM -> TFRecord p
 phantom studies with 1 and 2 workers over plain pydicom dcmread + pixel_array of the same files in one process;
 (6) peak RSS of generate.py (subprocess, os.wait4) on a synthetic CT 512x512xN + PET study written as NIfTI.
 Prints a table and writes FILE (JSON, atomically). --quick: < 5 min on 2 cores (the generate study has fewer slices
-and says so); --tiny: toy sizes for the smoke test (numbers meaningless).
+and says so); --tiny: toy sizes for the smoke test (numbers meaningless). --train_flagfile F (default flags/cpu.cfg):
+the training flags whose generator is timed (not --flagfile, which is absl's: this program's flags read from a file).
 """
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import dataclasses
 import os
@@ -606,16 +606,16 @@ def write_generate_study(folder: Path, ct_n: int, pet_n: int, slices: int) -> tu
 
 def write_model_dir(folder: Path, gen_cfg) -> Path:
     """A model directory (run_config.json + generator.keras) with the bench's generator (random weights)."""
-    from ctpet_srgan.atomic import write_json_atomic
     from ctpet_srgan.models import build_generator
     from ctpet_srgan.normalization import DEFAULT
+    from ctpet_srgan.run_config import RunConfig
 
     folder.mkdir(parents=True, exist_ok=True)
     build_generator(gen_cfg).save(folder / "generator.keras")
-    write_json_atomic(folder / "run_config.json", {
+    RunConfig.from_dict({
         "generator": gen_cfg.to_dict(), "normalization": DEFAULT.to_dict(), "scale": gen_cfg.scale,
         "hr_spacing_mm": None, "lr_spacing_mm": None, "data_dir": "", "steps": {"pretrain": 0, "gan": 0},
-        "git_commit": "bench", "vgg": "none", "label": "bench model (random weights)"})
+        "git_commit": "bench", "vgg": "none", "label": "bench model (random weights)"}).save(folder)
     return folder
 
 
@@ -764,21 +764,42 @@ def table(res: dict) -> str:
     return "\n".join(lines)
 
 
+def define_flags(fv) -> None:
+    """The command line (absl flags, defined in the FlagValues `fv`)."""
+    from absl import flags
+
+    d = dict(flag_values=fv)
+    flags.DEFINE_string("out", None, "JSON file to write.", required=True, **d)
+    flags.DEFINE_boolean("quick", False, "< 5 minutes on 2 cores (smaller generate study).", **d)
+    flags.DEFINE_boolean("tiny", False, "Toy sizes for the smoke test (numbers meaningless).", **d)
+    # Not --flagfile: that is absl's (flags of this program read from a file).
+    flags.DEFINE_string("train_flagfile", str(CPU_CFG), "Training flags giving the generator (flags/cpu.cfg).", **d)
+    flags.DEFINE_string("skip", "", "Comma list of parts to skip: inference,peers,torch,onnx,training,xla,prep,"
+                        "generate.", **d)
+    flags.DEFINE_string("torch_modes", "eager,channels_last", "PyTorch peer modes to time: eager, channels_last,"
+                        " compile (torch.compile; slow to compile).", **d)
+    flags.DEFINE_string("peer_flagfiles", None, "Comma list of flags/ files whose generators are timed against the"
+                        " peers (cpu.cfg,gpu.cfg).", **d)
+    flags.DEFINE_integer("gen_slices", None, "Slices of the generate study (override).", **d)
+    flags.DEFINE_integer("gen_pet", None, "PET matrix of the generate study (override).", **d)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", required=True, help="JSON file to write")
-    ap.add_argument("--quick", action="store_true", help="< 5 minutes on 2 cores (smaller generate study)")
-    ap.add_argument("--tiny", action="store_true", help="toy sizes for the smoke test (numbers meaningless)")
-    ap.add_argument("--flagfile", default=str(CPU_CFG), help="training flags giving the generator (flags/cpu.cfg)")
-    ap.add_argument("--skip", default="",
-                    help="comma list of parts to skip: inference,peers,torch,onnx,training,xla,prep,generate")
-    ap.add_argument("--torch_modes", default="eager,channels_last",
-                    help="PyTorch peer modes to time: eager, channels_last, compile (torch.compile; slow to compile)")
-    ap.add_argument("--peer_flagfiles", default=None,
-                    help="comma list of flags/ files whose generators are timed against the peers (cpu.cfg,gpu.cfg)")
-    ap.add_argument("--gen_slices", type=int, default=None, help="slices of the generate study (override)")
-    ap.add_argument("--gen_pet", type=int, default=None, help="PET matrix of the generate study (override)")
-    args = ap.parse_args(argv)
+    """`python bench/run.py ARGS` in-process (argv: the arguments after the program name); the exit status."""
+    from ctpet_srgan import cli
+
+    return cli.main(define_flags, bench, argv, prog="bench/run.py")
+
+
+def run() -> None:
+    """The program: absl.app.run (--flagfile; a user error is one line and exit status 2)."""
+    from ctpet_srgan import cli
+
+    cli.run(define_flags, bench)
+
+
+def bench(args) -> int:
+    """Runs the parts not skipped and writes args.out; returns the exit status."""
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     sizes = SIZES[mode]
     if args.gen_slices or args.gen_pet:
@@ -793,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
     from ctpet_srgan.atomic import write_json_atomic
     from ctpet_srgan.models import GeneratorConfig
 
-    st = model_settings(sizes, Path(args.flagfile))
+    st = model_settings(sizes, Path(args.train_flagfile))
     gen_cfg = GeneratorConfig(scale=st["demo_scale"], filters=st["filters"], num_blocks=st["num_blocks"],
                               ct_mode=st["ct_mode"])
     res: dict[str, Any] = {"mode": mode, "machine": machine(), "load_before": loadavg(), "generator": gen_cfg.to_dict(),
@@ -817,7 +838,7 @@ def main(argv: list[str] | None = None) -> int:
     atexit.register(shutil.rmtree, work, True)  # also when a part raises
     if "peers" not in skip:
         modes = () if "torch" in skip else tuple(m.strip() for m in args.torch_modes.split(",") if m.strip())
-        res["peers"] = pr = bench_peers(sizes, Path(args.flagfile), work / "peers", torch_modes=modes,
+        res["peers"] = pr = bench_peers(sizes, Path(args.train_flagfile), work / "peers", torch_modes=modes,
                                         onnx="onnx" not in skip)
         res["peer_ratios"] = {k: {v: r["ours_over"] for v, r in p["timed"].items() if "ours_over" in r}
                               for k, p in pr.items()}
@@ -887,4 +908,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

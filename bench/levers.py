@@ -1,4 +1,4 @@
-"""`python bench/levers.py [--part inference|training|graph|all] [--flagfile F]`: sweeps of the speed levers that
+"""`python bench/levers.py [--part inference|training|graph|all] [--train_flagfile F]`: sweeps of the speed levers that
 bench/run.py does not repeat on every run (shapes per call, XLA, mixed shapes, graph forms), for the flags/cpu.cfg
 generator. Prints one line per setting: seconds (best of N after warm-up), GFLOP/s and the fraction of the matmul
 reference measured in the same process. `--part graph`: ways of executing the same model at B=8, LR 128^2 (plain
@@ -10,7 +10,6 @@ compare them.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -95,20 +94,40 @@ def graph_levers(gen_cfg, repeats: int, b: int = 8, lr: int = 128) -> list[dict]
     return rows
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--part", default="all", choices=["inference", "training", "graph", "all"])
-    ap.add_argument("--flagfile", default=str(ROOT / "flags" / "cpu.cfg"))
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default="", help="optional JSON file")
-    args = ap.parse_args(argv)
+def define_flags(fv) -> None:
+    """The command line (absl flags, defined in the FlagValues `fv`)."""
+    from absl import flags
 
+    d = dict(flag_values=fv)
+    flags.DEFINE_enum("part", "all", ["inference", "training", "graph", "all"], "Which sweep.", **d)
+    # Not --flagfile: that is absl's (flags of this program read from a file).
+    flags.DEFINE_string("train_flagfile", str(ROOT / "flags" / "cpu.cfg"), "Training flags giving the generator.", **d)
+    flags.DEFINE_integer("repeats", 3, "Timed calls per setting (best of N).", **d)
+    flags.DEFINE_string("out", "", "Optional JSON file.", **d)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python bench/levers.py ARGS` in-process (argv: the arguments after the program name); the exit status."""
+    from ctpet_srgan import cli
+
+    return cli.main(define_flags, levers, argv, prog="bench/levers.py")
+
+
+def run() -> None:
+    """The program: absl.app.run (--flagfile; a user error is one line and exit status 2)."""
+    from ctpet_srgan import cli
+
+    cli.run(define_flags, levers)
+
+
+def levers(args) -> int:
+    """Runs the sweeps of args.part; returns the exit status."""
     from bench import run as R
     from bench.common import matmul_gflops
     from ctpet_srgan.models import GeneratorConfig
 
     sizes = R.SIZES["quick"]
-    st = R.model_settings(sizes, Path(args.flagfile))
+    st = R.model_settings(sizes, Path(args.train_flagfile))
     gen_cfg = GeneratorConfig(scale=st["demo_scale"], filters=st["filters"], num_blocks=st["num_blocks"],
                               ct_mode=st["ct_mode"])
     ref = matmul_gflops()
@@ -151,4 +170,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -15,7 +15,6 @@ and the best of each is kept, so they see the same machine load. Prints a table;
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -145,13 +144,33 @@ def table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def define_flags(fv) -> None:
+    """The command line (absl flags, defined in the FlagValues `fv`)."""
+    from absl import flags
+
+    d = dict(flag_values=fv)
+    flags.DEFINE_integer("cases", 8, "Phantom studies prepared by every run.", **d)
+    flags.DEFINE_boolean("small", False, "Small phantoms (fov 128 mm, 6 PET slices): a quick check.", **d)
+    flags.DEFINE_integer("repeats", 2, "Alternating rounds of the runs (the best of each is kept).", **d)
+    flags.DEFINE_string("out", None, "JSON file to write.", **d)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", type=int, default=8)
-    ap.add_argument("--small", action="store_true", help="small phantoms (fov 128 mm, 6 PET slices): a quick check")
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--out", help="JSON file to write")
-    a = ap.parse_args(argv)
+    """`python bench/prep_scale.py ARGS` in-process (argv: the arguments after the program name); the exit status."""
+    from ctpet_srgan import cli
+
+    return cli.main(define_flags, prep_scale, argv, prog="bench/prep_scale.py")
+
+
+def run() -> None:
+    """The program: absl.app.run (--flagfile; a user error is one line and exit status 2)."""
+    from ctpet_srgan import cli
+
+    cli.run(define_flags, prep_scale)
+
+
+def prep_scale(a) -> int:
+    """Measures and prints the table (and writes a.out); returns the exit status."""
     work = Path(tempfile.mkdtemp(prefix="ctpet_prep_scale_"))
     try:
         res = measure(a.cases, a.small, a.repeats, work)
@@ -166,4 +185,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

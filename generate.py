@@ -24,13 +24,7 @@ trained on synthetic phantoms only: NOT FOR CLINICAL USE. Serving an export with
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import os
-import re
-import shutil
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -196,343 +190,21 @@ def check_outputs_free(paths: list[Path], overwrite: bool) -> None:
             raise GenerateError(f"{p.parent}: output folder does not exist")
 
 
-def save_fused_png(path: Path, ct_hu: np.ndarray, pet_suv: np.ndarray, title: str, spacing_mm=(1.0, 1.0),
-                   direction: np.ndarray | None = None) -> None:
-    """Fused PET-over-CT figure with an SUV colour bar, a mm scale bar and (given `direction`, the Volume's 3x3
-    LPS axes) orientation letters at the edges; written atomically. spacing_mm: (column, row) pixel size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ctpet_srgan.atomic import atomic_path
-    from ctpet_srgan.fusion import fuse_rgb, orientation_labels, scale_bar_mm
-
-    suv_max = max(float(np.percentile(pet_suv, 99.5)), 1.0)
-    rgb = fuse_rgb(ct_hu, pet_suv, suv_max=suv_max)
-    h, w = pet_suv.shape
-    fig, ax = plt.subplots(figsize=(6, 6 * h * spacing_mm[1] / (w * spacing_mm[0]) + 0.6), dpi=100)
-    ax.imshow(rgb, aspect=spacing_mm[1] / spacing_mm[0])
-    ax.set_axis_off()
-    ax.set_title(title, fontsize=8)
-    bar = scale_bar_mm(w * spacing_mm[0])
-    x0, y0 = 0.04 * w, 0.95 * h
-    ax.plot([x0, x0 + bar / spacing_mm[0]], [y0, y0], color="white", linewidth=3, solid_capstyle="butt")
-    ax.text(x0, y0 - 0.02 * h, f"{bar:g} mm", color="white", fontsize=8, va="bottom")
-    if direction is not None:
-        where = {"left": (0.01, 0.5, "left", "center"), "right": (0.99, 0.5, "right", "center"),
-                 "top": (0.5, 0.99, "center", "top"), "bottom": (0.5, 0.01, "center", "bottom")}
-        for edge, letter in orientation_labels(direction).items():
-            x, y, ha, va = where[edge]
-            ax.text(x, y, letter, transform=ax.transAxes, color="yellow", fontsize=11, fontweight="bold",
-                    ha=ha, va=va)
-    sm = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0.0, suv_max), cmap="hot")
-    fig.colorbar(sm, ax=ax, fraction=0.046, pad=0.04).set_label("SUVbw (g/mL)")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
-    plt.close(fig)
-
-
-def pet_dicom_source(pet_path: Path):
-    """Header (no pixels) of one slice of the DICOM PET input, or None if the input is not DICOM."""
-    import pydicom
-
-    from ctpet_srgan import dicom_io
-
-    files = dicom_io.series_files(pet_path) if pet_path.is_dir() else [pet_path]
-    for f in files:
-        try:
-            ds = pydicom.dcmread(str(f), stop_before_pixels=True)
-        except Exception:  # noqa: BLE001 (non-DICOM files in the folder)
-            continue
-        if str(ds.get("Modality", "")).upper() == "PT":
-            return ds
-    return None
-
-
-def _tracer(rp) -> dict:
-    """The source's tracer and radionuclide (PetInfo fields), so a derived FLT or Ga-68 series is not labelled FDG."""
-    out = {}
-    if rp.get("Radiopharmaceutical"):
-        out["radiopharmaceutical"] = str(rp.Radiopharmaceutical)
-    codes = rp.get("RadionuclideCodeSequence")
-    if codes:
-        c = codes[0]
-        if c.get("CodeValue") and c.get("CodingSchemeDesignator"):
-            out["radionuclide_code"] = (str(c.CodeValue), str(c.CodingSchemeDesignator))
-        if c.get("CodeMeaning"):
-            out["radionuclide"] = str(c.CodeMeaning)
-    return out
-
-
-ANONYMOUS_EPOCH = dt.datetime(2000, 1, 1)
-
-
-def derived_pet_series(sr_pet, src, out_dir: Path, description: str, anonymize: bool = False) -> None:
-    """Writes the SR PET (SUVbw) as a derived DICOM PET series in Bq/mL carrying the source's SUV tags.
-
-    The Bq/mL values are SR SUV / the SUV factor that the written tags give (computed with the same QIBA rules
-    a reader uses), so SUV read from the new series equals the SR SUV.
-    Identity (a choice): by default the series joins the source's patient and study (PatientName, PatientID,
-    PatientSex, StudyInstanceUID, FrameOfReferenceUID, real dates) so a viewer or PACS files it beside the source
-    and fuses it. `anonymize`: PatientName ANONYMOUS, PatientID ANON, sex O, new Study and FrameOfReference UIDs
-    (one-way hashes of the source's, so the outputs of one study still fuse with each other), and every date
-    shifted by whole days so the study falls on 2000-01-01 (times of day and intervals kept: SUV is unchanged).
-    Weight, dose and half-life stay (SUV needs them).
-    """
-
-    from pydicom.dataset import Dataset
-
-    from ctpet_srgan import suv
-    from ctpet_srgan.dicom_write import PetInfo, StudyInfo, set_pet_attributes, write_series
-    from ctpet_srgan.errors import InputError
-    from ctpet_srgan.geometry import Volume
-
-    try:
-        rp = src.RadiopharmaceuticalInformationSequence[0]
-        series_t = suv.parse_da_tm(src.get("SeriesDate"), src.get("SeriesTime"))
-        if series_t is None:
-            raise ValueError("missing SeriesDate/SeriesTime")
-        inj, _ = suv.injection_datetime(src, rp, series_t)
-        acq = suv.acquisition_datetime(src) or series_t
-        pet = PetInfo(
-            injected_dose_bq=float(rp.RadionuclideTotalDose), half_life_s=float(rp.RadionuclideHalfLife),
-            injection_datetime=inj, series_datetime=series_t, acquisition_datetime=acq,
-            decay_correction=str(src.get("DecayCorrection", "START")).upper(), units="BQML",
-            frame_duration_ms=int(src.get("ActualFrameDuration") or 180_000), **_tracer(rp))
-        if None in (inj, series_t, acq):
-            raise ValueError("missing dates/times")
-        weight = float(src.PatientWeight)
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
-        raise InputError(out_dir, f"the PET input lacks the dose/time/weight tags a derived SUV series needs ({e})")
-    study_t = suv.parse_da_tm(src.get("StudyDate"), src.get("StudyTime")) or series_t
-    if anonymize:
-        from pydicom.uid import generate_uid
-
-        shift = dt.datetime.combine(study_t.date(), dt.time()) - ANONYMOUS_EPOCH
-        pet = dataclasses.replace(pet, injection_datetime=pet.injection_datetime - shift,
-                                  series_datetime=pet.series_datetime - shift,
-                                  acquisition_datetime=pet.acquisition_datetime - shift)
-        study_t, acq = study_t - shift, acq - shift
-        hashed = lambda uid: generate_uid(entropy_srcs=["ctpet-srgan anonymize", str(uid)])  # noqa: E731
-        study = StudyInfo(hashed(src.get("StudyInstanceUID", "")), hashed(src.get("FrameOfReferenceUID", "")),
-                          study_t, patient_name="ANONYMOUS", patient_id="ANON", patient_weight_kg=weight,
-                          patient_sex="O")
-    else:  # the derived series belongs to the source's patient and study (that is what lets a viewer fuse it)
-        study = StudyInfo(str(src.get("StudyInstanceUID", "")), str(src.get("FrameOfReferenceUID", "")), study_t,
-                          patient_name=str(src.get("PatientName", "")), patient_id=str(src.get("PatientID", "")),
-                          patient_weight_kg=weight, patient_sex=str(src.get("PatientSex", "") or "O"))
-    template = Dataset()
-    template.PatientWeight = weight
-    set_pet_attributes(template, pet)
-    factor, _, _ = suv.suv_scale_factor(template, [acq] * sr_pet.shape[0])
-    factor = np.broadcast_to(np.asarray(factor, np.float64), (sr_pet.shape[0],))
-    # slice by slice (sr_pet.array may be a read-once SlabSlices): the same values as the whole-volume expression
-    bqml = MappedSlices(sr_pet.array, lambda k, a: (np.maximum(a, 0.0) / factor[k : k + 1, None]).astype(np.float32))
-    vol = Volume(bqml, sr_pet.affine, "PT", "BQML")
-    number = int(src.get("SeriesNumber") or 0) + 1000
-    write_series(vol, out_dir, study=study, series_number=number, series_description=description, pet=pet,
-                 image_type=("DERIVED", "SECONDARY", "AXIAL"), file_prefix="SR")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
-def remove_stale_temporaries(out: Path, min_age_s: float = 3600.0) -> list[Path]:
-    """Removes what killed runs left beside `out`: hidden ".OUT.PID.XXXX.tmp" / ".OUT.old.PID.XXXX" folders whose
-    process is gone, older-style ones without a PID, and temporary files of the outputs older than `min_age_s`.
-
-    Returns the removed paths. Folders of a live run are kept (two runs may share an output folder)."""
-    removed = []
-    if not out.parent.is_dir():
-        return removed
-    names = {p.name for p in planned_outputs(out, output_kind(out))} | {out.name}
-    now = time.time()
-    for p in out.parent.iterdir():
-        owner = next((n for n in names if p.name.startswith(f".{n}.")), None)
-        if owner is None:
-            continue
-        rest = p.name[len(owner) + 2:]
-        if p.is_dir() and (rest.endswith(".tmp") or rest.startswith("old.")):
-            m = re.match(r"(?:old\.)?(\d+)\.", rest)
-            if m and _pid_alive(int(m.group(1))) and int(m.group(1)) != os.getpid():
-                continue
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
-        elif p.is_file() and re.search(r"\.tmp(\.|$)", rest) and now - p.stat().st_mtime > min_age_s:
-            p.unlink(missing_ok=True)
-            removed.append(p)
-    for p in removed:
-        print(f"generate: removed {p.name}, left by an interrupted run", file=sys.stderr)
-    return removed
-
-
-class MappedSlices:
-    """`fn(k, source[k])` for slice k of `source` (an array or SlabSlices): a lazy [k, H, W] for write_series."""
-
-    def __init__(self, source, fn):
-        self.source, self.fn, self.shape = source, fn, tuple(source.shape)
-
-    def __getitem__(self, k: int) -> np.ndarray:
-        return self.fn(k, self.source[k])
-
-
-class SlabSlices:
-    """A read-once [k, H, W] view of a stream of (k0, slab) in slice order: slice k is taken from the current slab,
-    reading the next one when needed (so a writer of one slice at a time holds one slab, not the volume)."""
-
-    def __init__(self, shape, slabs):
-        self.shape, self._slabs = tuple(shape), iter(slabs)
-        self._k0, self._slab = 0, np.zeros((0,) + self.shape[1:], np.float32)
-
-    def __getitem__(self, k: int) -> np.ndarray:
-        if not isinstance(k, (int, np.integer)) or k < self._k0:
-            raise IndexError(f"slice {k!r}: a slab stream is read once, slices in order")
-        while k >= self._k0 + self._slab.shape[0]:
-            self._k0, self._slab = next(self._slabs)
-        return self._slab[k - self._k0]
-
-
-def clipped_pet_slabs(stream):
-    """(k0, SR PET slab clipped at 0 SUV) of a VolumeStream, batch by batch."""
-    for k0, p, _ in stream.batches():
-        yield k0, np.maximum(p, 0.0)  # one rule: activity is >= 0 SUV
-
-
-def write_streamed(kind: str, out: Path, stream, opts: Options, *, is_2d: bool, pet_src, demo: bool) -> None:
-    """NIfTI, NPY and DICOM outputs written batch by batch as the model produces them (peak memory: the inputs, the
-    model and one batch), into temporary paths renamed into place only when complete; the same bytes as
-    write_outputs of the whole volumes."""
-    from ctpet_srgan.atomic import atomic_path
-
-    targets = planned_outputs(out, kind)
-    shape = stream.shape
-    if kind in ("nifti", "npy"):
-        with atomic_path(targets[0]) as t0, atomic_path(targets[1]) as t1:
-            a, b = t0, t1
-            if kind == "nifti":
-                ext = ".nii.gz" if out.name.lower().endswith(".gz") else ".nii"
-                a, b = t0.with_name(t0.name + ext), t1.with_name(t1.name + ext)  # the writer wants the suffix
-            writers = []
-            try:
-                if kind == "nifti":
-                    from ctpet_srgan.nifti_io import NiftiSlabWriter
-
-                    writers.append(NiftiSlabWriter(a, shape, stream.affine, "PT", "SUVbw"))
-                    writers.append(NiftiSlabWriter(b, shape, stream.affine, "CT", "HU"))
-                else:
-                    writers.extend(_NpySlabWriter(t, shape[1:] if is_2d else shape) for t in (t0, t1))
-                for k0, p, c in stream.batches():
-                    writers[0].write(np.maximum(p, 0.0))  # one rule: activity is >= 0 SUV
-                    writers[1].write(c if c is not None else stream.hr_ct(k0, k0 + p.shape[0]))
-                for w in writers:
-                    w.close()
-                if kind == "nifti":
-                    os.replace(a, t0)
-                    os.replace(b, t1)
-            finally:
-                for w in writers:
-                    w.abort()
-                if kind == "nifti":
-                    for p in (a, b):
-                        p.unlink(missing_ok=True)
-    elif kind == "dicom":
-        from ctpet_srgan.geometry import Volume
-
-        sr_pet = Volume(SlabSlices(shape, clipped_pet_slabs(stream)), stream.affine, "PT", "SUVbw",
-                        stream.pet_meta)
-        _write_dicom(out, sr_pet, opts, pet_src=pet_src, demo=demo)
-    else:
-        raise ValueError(f"write_streamed: {kind} outputs need the whole volume (write_outputs)")
-
-
-class _NpySlabWriter:
-    """A float32 C-order .npy written slab by slab: np.save's header (open_memmap writes the same, sized for the
-    whole array, without touching the data pages), then the slabs in order. close() refuses missing slices."""
-
-    def __init__(self, path: Path, shape):
-        from numpy.lib.format import open_memmap
-
-        self.path, self.shape = path, tuple(shape)
-        m = open_memmap(path, mode="w+", dtype=np.float32, shape=self.shape)
-        offset = m.offset
-        del m
-        self._f = open(path, "r+b")
-        self._f.seek(offset)
-        self._done = 0
-        self._rows = self.shape[0] if len(self.shape) == 3 else 1  # a 2-D output is one slice
-
-    def write(self, slab: np.ndarray) -> None:
-        slab = np.asarray(slab, np.float32)
-        if len(self.shape) == 2:
-            slab = slab.reshape(self.shape)
-        self._f.write(np.ascontiguousarray(slab).tobytes())
-        self._done += 1 if len(self.shape) == 2 else slab.shape[0]
-
-    def close(self) -> None:
-        if self._done != self._rows:
-            raise ValueError(f"{self.path}: {self._done} of {self._rows} slices written")
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-
-    def abort(self) -> None:
-        self._f.close()
-
-
-def _write_dicom(out: Path, sr_pet, opts: Options, *, pet_src, demo: bool) -> None:
-    """The derived DICOM series written into a hidden temporary folder, then renamed onto `out`."""
-    description = DEMO_SERIES_DESCRIPTION if demo else SERIES_DESCRIPTION
-    parent = out.parent
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
-    try:
-        (tmp / "series").mkdir(mode=0o755)
-        derived_pet_series(sr_pet, pet_src, tmp / "series", description, anonymize=opts.anonymize)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.{os.getpid()}.", dir=parent))
-            os.replace(out, old / "x")
-            os.replace(tmp / "series", out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp / "series", out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def _description(demo: bool) -> str:
+    return DEMO_SERIES_DESCRIPTION if demo else SERIES_DESCRIPTION
 
 
 def write_outputs(kind: str, out: Path, sr_pet, sr_ct, opts: Options, *, is_2d: bool, pet_src, label: str,
                   demo: bool) -> None:
-    """Writes everything into temporary paths beside the outputs, then renames them into place."""
-    from ctpet_srgan.atomic import atomic_path
+    """Writes whole SR volumes (PET already clipped at 0 SUV) as `kind` at `out` (and its _ct sibling), each
+    output renamed into place only when complete. A .png shows --slice (default: the hottest) or the MIP."""
+    if kind in ("nifti", "npy"):
+        from ctpet_srgan.slabs import write_volumes
 
-    targets = planned_outputs(out, kind)
-    if kind == "nifti":
-        from ctpet_srgan.nifti_io import write_nifti
-
-        with atomic_path(targets[0]) as t0, atomic_path(targets[1]) as t1:
-            ext = ".nii.gz" if out.name.lower().endswith(".gz") else ".nii"
-            a, b = t0.with_name(t0.name + ext), t1.with_name(t1.name + ext)  # write_nifti wants the suffix
-            try:
-                write_nifti(sr_pet, a)
-                write_nifti(sr_ct, b)
-                os.replace(a, t0)
-                os.replace(b, t1)
-            finally:
-                for p in (a, b):
-                    p.unlink(missing_ok=True)
-    elif kind == "npy":
-        squeeze = (lambda x: x[0]) if is_2d else (lambda x: x)  # noqa: E731
-        with atomic_path(targets[0]) as t0, atomic_path(targets[1]) as t1:
-            for arr, t in ((sr_pet.array, t0), (sr_ct.array, t1)):
-                with open(t, "wb") as f:
-                    np.save(f, squeeze(arr).astype(np.float32))
+        write_volumes(sr_pet, sr_ct, *planned_outputs(out, kind), two_d=is_2d)
     elif kind == "png":
+        from ctpet_srgan.figures import save_fused_png
+
         if opts.mip:
             pet_img, ct_img, where = sr_pet.array.max(axis=0), sr_ct.array.mean(axis=0), "MIP"
         else:
@@ -543,19 +215,60 @@ def write_outputs(kind: str, out: Path, sr_pet, sr_ct, opts: Options, *, is_2d: 
         save_fused_png(out, ct_img, pet_img, title, sr_pet.spacing_mm[:2],
                        direction=None if is_2d else sr_pet.direction)  # a 2-D input has no known orientation
     elif kind == "dicom":
-        _write_dicom(out, sr_pet, opts, pet_src=pet_src, demo=demo)
+        from ctpet_srgan.dicom_write import write_derived_series
+
+        write_derived_series(out, sr_pet, pet_src, _description(demo), anonymize=opts.anonymize)
+
+
+def write_streamed(kind: str, out: Path, stream, opts: Options, *, is_2d: bool, pet_src, demo: bool) -> None:
+    """NIfTI, NPY and DICOM outputs written batch by batch as the model produces them (peak memory: the inputs, the
+    model and one batch), renamed into place only when complete; the same bytes as write_outputs."""
+    from ctpet_srgan import slabs
+
+    if kind in ("nifti", "npy"):
+        slabs.write_stream(stream, *planned_outputs(out, kind), two_d=is_2d)
+    elif kind == "dicom":
+        from ctpet_srgan.dicom_write import write_derived_series
+
+        write_derived_series(out, slabs.streamed_pet_volume(stream), pet_src, _description(demo),
+                             anonymize=opts.anonymize)
+    else:
+        raise ValueError(f"write_streamed: {kind} outputs need the whole volume (write_outputs)")
+
+
+def load_model(model: str | None, pet, is_2d: bool):
+    """The Predictor of --model, saying on stderr where it runs, that it is the demo model, and when the PET's
+    pixels differ from the model's training grid by more than 25%."""
+    from ctpet_srgan.inference import load_predictor
+
+    predictor = load_predictor(model)
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    print(f"generate: running on {'GPU ' + gpus[0].name if gpus else 'CPU'}", file=sys.stderr)
+    if predictor.is_demo:
+        print(f"generate: using the bundled {DEMO_LABEL.upper()}", file=sys.stderr)
+    want = predictor.metadata.get("lr_spacing_mm")
+    if want and not is_2d and np.max(np.abs(np.asarray(pet.spacing_mm[:2]) / np.asarray(want[:2]) - 1)) > 0.25:
+        print(f"generate: warning: PET pixels are {pet.spacing_mm[0]:.2f} x {pet.spacing_mm[1]:.2f} mm, the model was"
+              f" trained on {want[0]:.2f} x {want[1]:.2f} mm", file=sys.stderr)
+    return predictor
 
 
 def generate(ct_path: str, pet_path: str, output_path: str, model: str | None = None,
              opts: Options | None = None) -> list[Path]:
     """The whole command; returns the files/folders written."""
-    from ctpet_srgan.inference import load_predictor
+    from ctpet_srgan.atomic import remove_stale_temporaries
+    from ctpet_srgan.dicom_write import pet_dicom_source
+    from ctpet_srgan.slabs import clip_suv
 
     out = Path(output_path)
     kind = output_kind(out)
     opts = opts or Options()
-    check_outputs_free(planned_outputs(out, kind), opts.overwrite)
-    remove_stale_temporaries(out)
+    targets = planned_outputs(out, kind)
+    check_outputs_free(targets, opts.overwrite)
+    for p in remove_stale_temporaries(*targets):
+        print(f"generate: removed {p.name}, left by an interrupted run", file=sys.stderr)
     ct_p, pet_p = Path(ct_path), Path(pet_path)
     pet, ct, is_2d = read_inputs(ct_p, pet_p, opts)
     check_overlap(pet, ct, pet_p, ct_p, opts.allow_unregistered)
@@ -564,29 +277,18 @@ def generate(ct_path: str, pet_path: str, output_path: str, model: str | None = 
     pet_src = pet_dicom_source(pet_p) if kind == "dicom" and not is_2d else None
     if kind == "dicom" and pet_src is None:
         raise GenerateError(f"{out}: a DICOM output needs a DICOM PET input (its SUV tags); use .nii.gz or .npy")
-    predictor = load_predictor(model)
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    print(f"generate: running on {'GPU ' + gpus[0].name if gpus else 'CPU'}", file=sys.stderr)
-    demo = predictor.is_demo
-    label = predictor.metadata.get("label") or Path(str(predictor.metadata.get("source", "model"))).name
-    if demo:
-        print(f"generate: using the bundled {DEMO_LABEL.upper()}", file=sys.stderr)
-    want = predictor.metadata.get("lr_spacing_mm")
-    if want and not is_2d and np.max(np.abs(np.asarray(pet.spacing_mm[:2]) / np.asarray(want[:2]) - 1)) > 0.25:
-        print(f"generate: warning: PET pixels are {pet.spacing_mm[0]:.2f} x {pet.spacing_mm[1]:.2f} mm, the model was"
-              f" trained on {want[0]:.2f} x {want[1]:.2f} mm", file=sys.stderr)
+    predictor = load_model(model, pet, is_2d)
     stream = predictor.stream_volume(pet, ct, batch_size=opts.batch_size, tile=opts.tile or None,
                                      overlap=opts.tile_overlap, progress=opts.progress)
     ct = None  # the stream keeps its own (int16 when lossless) copy of the CT: the float32 one can go
     if kind == "png":  # a figure of the whole volume: the slice with the highest uptake, or the MIP
         sr_pet, sr_ct = stream.collect()
-        sr_pet = dataclasses.replace(sr_pet, array=np.maximum(sr_pet.array, 0.0))  # one rule: activity is >= 0 SUV
-        write_outputs(kind, out, sr_pet, sr_ct, opts, is_2d=is_2d, pet_src=pet_src, label=label, demo=demo)
+        sr_pet = dataclasses.replace(sr_pet, array=clip_suv(sr_pet.array))
+        write_outputs(kind, out, sr_pet, sr_ct, opts, is_2d=is_2d, pet_src=pet_src, label=predictor.label,
+                      demo=predictor.is_demo)
     else:  # a PET-only model's CT output is the input CT on the HR grid
-        write_streamed(kind, out, stream, opts, is_2d=is_2d, pet_src=pet_src, demo=demo)
-    return planned_outputs(out, kind)
+        write_streamed(kind, out, stream, opts, is_2d=is_2d, pet_src=pet_src, demo=predictor.is_demo)
+    return targets
 
 
 def main(argv):

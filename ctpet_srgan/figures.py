@@ -1,8 +1,9 @@
-"""Evaluation figures (PNG, matplotlib with the Agg backend): slice panels, lesion profiles, CRC vs size, FROC.
+"""Figures (PNG, matplotlib with the Agg backend): the evaluation's slice panels, lesion profiles, CRC vs size and
+FROC, and generate.py's fused PET-over-CT view (`save_fused_png`).
 
 Every function takes plain arrays (PET in SUVbw, CT in HU, spacing in mm) or the per-method results that
-`ctpet_srgan.evaluation` computes, writes one PNG atomically and returns its path relative to the output folder.
-The backend is chosen here, when a figure is first drawn, never at import.
+`ctpet_srgan.evaluation` computes and writes one PNG atomically; the evaluation's return its path relative to the
+output folder. The backend is chosen here, when a figure is first drawn, never at import.
 """
 
 from __future__ import annotations
@@ -184,3 +185,41 @@ def write_figures(out_dir: Path, fig_slices: list[dict], methods: dict, dpi: int
     if any(r["froc"] for r in methods.values()):
         written.append(froc_curve(fig_dir, methods, dpi))
     return written
+
+
+def save_fused_png(path: Path, ct_hu: np.ndarray, pet_suv: np.ndarray, title: str, spacing_mm=(1.0, 1.0),
+                   direction: np.ndarray | None = None) -> None:
+    """The fused PET-over-CT view of one slice with an SUV colour bar, a mm scale bar and (given `direction`)
+    orientation letters at the edges, written atomically at `path`.
+
+    Args:
+        path: the PNG. ct_hu: CT in HU [H, W]. pet_suv: PET in SUVbw [H, W] on the same grid (colour map from 0 to
+            its 99.5th percentile, at least 1 SUV). title: the figure's title.
+        spacing_mm: (column, row) pixel size in mm. direction: the Volume's 3x3 LPS axes (None: no letters).
+    """
+    import matplotlib
+
+    from ctpet_srgan.fusion import fuse_rgb, orientation_labels, scale_bar_mm
+
+    plt = _pyplot()
+    suv_max = max(float(np.percentile(pet_suv, 99.5)), 1.0)
+    rgb = fuse_rgb(ct_hu, pet_suv, suv_max=suv_max)
+    h, w = pet_suv.shape
+    fig, ax = plt.subplots(figsize=(6, 6 * h * spacing_mm[1] / (w * spacing_mm[0]) + 0.6), dpi=100)
+    ax.imshow(rgb, aspect=spacing_mm[1] / spacing_mm[0])
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=8)
+    bar = scale_bar_mm(w * spacing_mm[0])
+    x0, y0 = 0.04 * w, 0.95 * h
+    ax.plot([x0, x0 + bar / spacing_mm[0]], [y0, y0], color="white", linewidth=3, solid_capstyle="butt")
+    ax.text(x0, y0 - 0.02 * h, f"{bar:g} mm", color="white", fontsize=8, va="bottom")
+    if direction is not None:
+        where = {"left": (0.01, 0.5, "left", "center"), "right": (0.99, 0.5, "right", "center"),
+                 "top": (0.5, 0.99, "center", "top"), "bottom": (0.5, 0.01, "center", "bottom")}
+        for edge, letter in orientation_labels(direction).items():
+            x, y, ha, va = where[edge]
+            ax.text(x, y, letter, transform=ax.transAxes, color="yellow", fontsize=11, fontweight="bold",
+                    ha=ha, va=va)
+    sm = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0.0, suv_max), cmap="hot")
+    fig.colorbar(sm, ax=ax, fraction=0.046, pad=0.04).set_label("SUVbw (g/mL)")
+    _savefig(fig, path, dpi=100)

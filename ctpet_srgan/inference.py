@@ -53,6 +53,12 @@ class Predictor:
         """True for the bundled phantom-trained demo model."""
         return bool(self.metadata.get("demo"))
 
+    @property
+    def label(self) -> str:
+        """What to call the model in a figure or log: its run_config / export metadata "label", else `model_name`
+        of its source path."""
+        return str(self.metadata.get("label") or model_name(self.metadata.get("source", "")))
+
     def predict(
         self,
         lr_pet_suv: np.ndarray,
@@ -138,31 +144,11 @@ class Predictor:
         """PET volume (SUVbw, the LR grid) + CT volume (HU, any grid overlapping it) -> (SR PET, SR CT).
 
         The CT is resampled onto the HR grid (`hr_affine`) or the PET grid, as the model needs. The outputs
-        lie on the HR grid: same field of view and slices as the PET, in-plane spacing / scale.
+        lie on the HR grid: same field of view and slices as the PET, in-plane spacing / scale. SR CT is None for
+        a PET-only model. The whole volumes of `stream_volume` (same arguments).
         """
-        from ctpet_srgan.geometry import resample
-
-        nk, nj, ni = pet.shape
-        s = self.scale
-        aff = hr_affine(pet.affine, s)
-        hr_shape = (nk, nj * s, ni * s)
-        ct_arr = None
-        if self.ct_input is not None:
-            if ct is None:
-                raise ValueError("this model needs a CT volume (HU)")
-            if self.ct_input == "hr":
-                ct_arr = resample(ct, aff, hr_shape).array
-            else:
-                ct_arr = resample(ct, pet.affine, pet.shape).array
-        out = self.predict(pet.array, ct_arr, batch_size=batch_size, tile=tile, overlap=overlap, progress=progress)
-        meta = dict(pet.meta)
-        meta["model"] = self.metadata.get("label", "ctpet-srgan")
-        sr_pet = Volume(out["sr_pet"], aff, "PT", "SUVbw", meta)
-        sr_ct = None
-        if "sr_ct" in out:
-            sr_ct = Volume(out["sr_ct"], aff.copy(), "CT", "HU", dict(ct.meta) if ct is not None else {})
-        return sr_pet, sr_ct
-
+        return self.stream_volume(pet, ct, batch_size=batch_size, tile=tile, overlap=overlap,
+                                  progress=progress).collect(pet_only_ct=False)
 
     def stream_volume(
         self,
@@ -175,9 +161,11 @@ class Predictor:
         progress: bool = True,
     ) -> "VolumeStream":
         """`predict_volume` one batch of slices at a time: the returned VolumeStream yields (k0, SR PET, SR CT)
-        slabs whose values equal slices k0:k0+n of predict_volume's outputs, and holds the PET, a copy of the CT
-        (int16 when its values are int16 exactly) and one batch, never the whole HR volumes. The caller may drop
-        its own reference to `ct` afterwards."""
+        slabs, slices k0:k0+n of the SR volumes, and holds the PET, a copy of the CT (int16 when its values are
+        int16 exactly) and one batch, never the whole HR volumes. The caller may drop its own reference to `ct`
+        afterwards. The CT (HU, any grid overlapping the PET) is resampled onto the HR or the PET grid, as the model
+        needs, one slab at a time; `batch_size` slices go through `predict` at once (in tiles of `tile` LR pixels
+        sharing `overlap`); `progress` draws a bar over the batches."""
         nk, nj, ni = pet.shape
         s = self.scale
         aff = hr_affine(pet.affine, s)
@@ -223,16 +211,26 @@ class VolumeStream:
             raise ValueError("no CT was given")
         return self._ct_hr(k0, k1)
 
-    def collect(self) -> tuple[Volume, Volume]:
-        """The whole volumes (as predict_volume returns them; a PET-only model's SR CT is the resampled CT)."""
+    def collect(self, pet_only_ct: bool = True) -> tuple[Volume, Volume | None]:
+        """The whole volumes (SR PET in SUVbw, SR CT in HU) on the HR grid.
+
+        Args:
+            pet_only_ct: for a PET-only model (no SR CT), give the input CT resampled onto the HR grid as the SR CT
+                (True) or None (False, as `predict_volume`).
+        """
         pet = np.zeros(self.shape, np.float32)
         ct = np.zeros(self.shape, np.float32)
+        model_ct = True
         for k0, p, c in self.batches():
             k1 = k0 + p.shape[0]
             pet[k0:k1] = p
-            ct[k0:k1] = c if c is not None else self.hr_ct(k0, k1)
-        return (Volume(pet, self.affine, "PT", "SUVbw", self.pet_meta),
-                Volume(ct, self.affine.copy(), "CT", "HU", self.ct_meta))
+            model_ct = c is not None
+            if model_ct or pet_only_ct:
+                ct[k0:k1] = c if model_ct else self.hr_ct(k0, k1)
+        sr_pet = Volume(pet, self.affine, "PT", "SUVbw", self.pet_meta)
+        if not (model_ct or pet_only_ct):
+            return sr_pet, None
+        return sr_pet, Volume(ct, self.affine.copy(), "CT", "HU", self.ct_meta)
 
 
 def _exact_int16(arr: np.ndarray) -> np.ndarray | None:
@@ -286,6 +284,23 @@ class SlabResampler:
         out = sitk.Resample(self._src, [ni, nj, k1 - k0], sitk.Transform(), sitk.sitkLinear, origin,
                             self._ref.GetSpacing(), self._ref.GetDirection(), float(self._fill), sitk.sitkFloat32)
         return sitk.GetArrayFromImage(out)
+
+
+_GENERIC_NAMES = ("best_generator.keras", "generator.keras", "saved_model.pb", "ckpt")
+
+
+def model_name(source: str | Path) -> str:
+    """The meaningful name in a model's path: the nearest component that is not an export's integer version folder,
+    a generic file name (generator.keras, best_generator.keras) or a checkpoint ("ckpt", "ckpt-N"). For example
+    "exports/ctpet_srgan/1" -> "ctpet_srgan", "runs/demo/ckpt/ckpt-12" -> "demo", "runs/x/best_generator.keras"
+    -> "x"; "model" when nothing is left."""
+    for part in reversed(Path(str(source)).parts):
+        if part in ("", "/", ".", "..") or part.isdigit() or part in _GENERIC_NAMES:
+            continue
+        if part.startswith("ckpt-") and part[5:].split(".")[0].isdigit():
+            continue
+        return part
+    return "model"
 
 
 def hr_affine(lr_affine: np.ndarray, scale: int) -> np.ndarray:

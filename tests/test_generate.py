@@ -13,7 +13,9 @@ import pytest
 import generate
 from ctpet_srgan import inference
 from ctpet_srgan.dicom_io import read_series
+from ctpet_srgan.dicom_write import pet_dicom_source
 from ctpet_srgan.errors import InputError
+from ctpet_srgan.figures import save_fused_png
 from ctpet_srgan.geometry import Volume, resample
 from ctpet_srgan.nifti_io import read_nifti, write_nifti
 from ctpet_srgan.volume_io import read_volume
@@ -103,6 +105,17 @@ def test_png_slice_and_mip(study, tmp_path):
         generate.generate(study / "ct", study / "pet", tmp_path / "bad.png", study / "models" / "passthrough",
                           generate.Options(progress=False, slice=9))
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_png_title_names_a_model_by_its_folder(study, tmp_path, monkeypatch):
+    """A model without a label is named in the figure by its run folder ("tiny"), not by "generator.keras"."""
+    from ctpet_srgan import figures
+
+    titles = []
+    monkeypatch.setattr(figures, "save_fused_png", lambda path, ct, pet, title, *a, **k: titles.append(title))
+    generate.generate(study / "ct", study / "pet", tmp_path / "t.png", study / "models" / "tiny",
+                      generate.Options(progress=False))
+    assert len(titles) == 1 and titles[0].endswith("\nmodel: tiny"), titles
 
 
 def test_2d_npy_and_image_inputs(tmp_path):
@@ -274,21 +287,6 @@ def test_interrupted_dicom_output_is_cleaned_and_never_read(study, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["sr_dicom"]
 
 
-def test_stale_temporaries_of_a_live_run_are_kept(tmp_path):
-    import os
-
-    live = tmp_path / f".x.nii.gz.{os.getppid()}.abc.tmp"
-    live.mkdir()
-    dead = tmp_path / ".x.nii.gz.999999999.abc.tmp"
-    dead.mkdir()
-    young = tmp_path / ".x.nii.gz.q1w2e3.tmp"
-    young.write_bytes(b"partial")
-    assert generate.remove_stale_temporaries(tmp_path / "x.nii.gz") == [dead]
-    assert live.exists() and young.exists()  # a file temp is removed only once it is an hour old
-    os.utime(young, (0, 0))
-    assert generate.remove_stale_temporaries(tmp_path / "x.nii.gz") == [young]
-
-
 def test_different_frames_of_reference_refused_unless_allowed(study, tmp_path, capsys):
     ct = read_series(study / "ct")
     other = _series.StudyInfo(_series.study().study_uid, "1.2.826.0.1.3680043.8.498.999", _series.T0)
@@ -314,8 +312,8 @@ def test_derived_series_description_fits_lo(tmp_path):
 def test_fused_png_has_orientation_letters_and_a_scale_bar(tmp_path):
     ct = np.full((64, 64), -1000.0, np.float32)  # black CT, no uptake: only annotations are not black
     pet = np.zeros((64, 64), np.float32)
-    generate.save_fused_png(tmp_path / "plain.png", ct, pet, "t", (2.0, 2.0))
-    generate.save_fused_png(tmp_path / "axial.png", ct, pet, "t", (2.0, 2.0), direction=np.eye(3))
+    save_fused_png(tmp_path / "plain.png", ct, pet, "t", (2.0, 2.0))
+    save_fused_png(tmp_path / "axial.png", ct, pet, "t", (2.0, 2.0), direction=np.eye(3))
     plain, axial = (cv2.imread(str(tmp_path / n), cv2.IMREAD_COLOR) for n in ("plain.png", "axial.png"))
     assert plain.shape == axial.shape
     yellow = lambda img: ((img[..., 2] > 200) & (img[..., 1] > 200) & (img[..., 0] < 80)).sum()  # noqa: E731
@@ -342,7 +340,7 @@ def _in_memory_outputs(study, out, opts):
                                              overlap=opts.tile_overlap, progress=False)
     sr_pet = dataclasses.replace(sr_pet, array=np.maximum(sr_pet.array, 0.0))
     kind = generate.output_kind(out)
-    src = generate.pet_dicom_source(pet_p) if kind == "dicom" else None
+    src = pet_dicom_source(pet_p) if kind == "dicom" else None
     generate.write_outputs(kind, out, sr_pet, sr_ct, opts, is_2d=False, pet_src=src, label="x", demo=False)
 
 

@@ -155,23 +155,66 @@ def test_slab_resampler_equals_the_whole_resample(ct_int16):
     np.testing.assert_array_equal(np.concatenate([r(k, k + 4) for k in range(0, 9, 4)]), whole)
 
 
+
+
+def _predict_volume_before(p, pet, ct, **kw):
+    """predict_volume as it was written before it became stream_volume's collected slabs: the whole CT resampled
+    at once (geometry.resample), the whole PET through Predictor.predict."""
+    from ctpet_srgan.geometry import resample
+
+    nk, nj, ni = pet.shape
+    aff = inference.hr_affine(pet.affine, p.scale)
+    ct_arr = None
+    if p.ct_input == "hr":
+        ct_arr = resample(ct, aff, (nk, nj * p.scale, ni * p.scale)).array
+    elif p.ct_input == "lr":
+        ct_arr = resample(ct, pet.affine, pet.shape).array
+    out = p.predict(pet.array, ct_arr, **kw)
+    return out["sr_pet"], out.get("sr_ct"), aff
+
+
 @pytest.mark.parametrize("mode", ["s2d", "lr", "none"])
 def test_stream_volume_equals_predict_volume(mode):
-    """The streamed slabs (several batches, tiles) are exactly predict_volume's slices, for every CT input."""
+    """The streamed slabs (several batches, tiles) and predict_volume (their collected whole) are exactly the
+    volumes predict_volume gave before it was written on stream_volume, for every CT input."""
     model, rc = tiny_generator(mode, seed=3)
     p = inference.predictor_from_keras(model, rc)
     pet = Volume(_pet(7, 10, 9), axial_affine((-12.1, -10.3, 3.3), (3.3, 3.3, 3.27)), "PT", "SUVbw")
     ct = Volume(_ct(11, 30, 28), axial_affine((-13.7, -11.9, 1.1), (1.37, 1.37, 2.61)), "CT", "HU")
     kw = dict(batch_size=3, tile=6, overlap=2, progress=False)
+    ref_pet, ref_ct, ref_aff = _predict_volume_before(p, pet, ct, **kw)
     sr_pet, sr_ct = p.predict_volume(pet, ct, **kw)
+    np.testing.assert_array_equal(sr_pet.array, ref_pet)
+    np.testing.assert_array_equal(sr_pet.affine, ref_aff)
+    assert sr_pet.units == "SUVbw" and sr_pet.array.dtype == np.float32
+    if mode == "none":
+        assert sr_ct is None and ref_ct is None
+    else:
+        np.testing.assert_array_equal(sr_ct.array, ref_ct)
+        assert sr_ct.units == "HU" and sr_ct.affine is not sr_pet.affine
     stream = p.stream_volume(pet, ct, **kw)
     starts = []
     for k0, a, b in stream.batches():
         starts.append(k0)
-        np.testing.assert_array_equal(a, sr_pet.array[k0 : k0 + a.shape[0]])
-        if sr_ct is None:
+        np.testing.assert_array_equal(a, ref_pet[k0 : k0 + a.shape[0]])
+        if ref_ct is None:
             assert b is None
         else:
-            np.testing.assert_array_equal(b, sr_ct.array[k0 : k0 + a.shape[0]])
+            np.testing.assert_array_equal(b, ref_ct[k0 : k0 + a.shape[0]])
     assert starts == [0, 3, 6] and stream.shape == sr_pet.shape
     np.testing.assert_array_equal(stream.affine, sr_pet.affine)
+    if mode == "none":  # collect() by default shows a PET-only model's output over the input CT on the HR grid
+        _, shown = stream.collect()
+        np.testing.assert_array_equal(shown.array, stream.hr_ct(0, 7))
+
+
+def test_model_label_is_meaningful():
+    """A figure names the model by its label, else by the meaningful part of its path (not an export's version
+    folder "1", not "generator.keras", not a checkpoint)."""
+    model, rc = passthrough_generator("s2d")
+    for source, want in (("exports/ctpet_srgan/1", "ctpet_srgan"), ("/r/runs/demo/ckpt/ckpt-12", "demo"),
+                         ("runs/x/best_generator.keras", "x"), ("runs/x/mine.keras", "mine.keras"),
+                         ("exp/m/3/", "m"), ("1", "model"), ("", "model")):
+        assert inference.predictor_from_keras(model, rc, source).label == want, source
+    labelled = inference.predictor_from_keras(model, dict(rc, label="my run"), "exports/m/1")
+    assert labelled.label == "my run"

@@ -4,6 +4,7 @@ Volume or fail with one InputError ("PATH: problem"). Anything else is a crash.
     python tools/fuzz.py --n 10000 --series 1000          # counts; exit 1 on any crash
     python tools/fuzz.py --n 1 --series 0 --case 4711     # replay one single-file case
     python tools/fuzz.py --n 2000 --keep /tmp/crashes     # keep the inputs of crashing cases
+(absl flags: --flagfile=FILE reads them from a file; a bad flag is one line and exit status 2)
 
 A plain seeded mutator (case i uses random.Random(f"{seed}:{kind}:{i}"), so every case replays alone). Seeds:
 phantom CT and PET written by ctpet_srgan.dicom_write (plain and compressed), pydicom's bundled real CT files, the
@@ -16,7 +17,6 @@ finite, positive spacing and finite values.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import datetime as dt
 import io
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from absl import flags
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -41,6 +42,7 @@ import pydicom  # noqa: E402
 import pydicom.config  # noqa: E402
 from pydicom.dataelem import DataElement  # noqa: E402
 
+from ctpet_srgan import cli  # noqa: E402
 from ctpet_srgan.dicom_io import read_series, scan_dicom_tree  # noqa: E402
 from ctpet_srgan.dicom_write import PetInfo, StudyInfo, write_series  # noqa: E402
 from ctpet_srgan.errors import InputError  # noqa: E402
@@ -409,23 +411,39 @@ class Fuzzer:
         return "\n".join(lines)
 
 
+def define_flags(fv: flags.FlagValues) -> None:
+    """The command line (absl flags, defined in `fv`)."""
+    d = dict(flag_values=fv)
+    flags.DEFINE_integer("n", 1000, "Mutated single files (DICOM and ~15% NIfTI).", **d)
+    flags.DEFINE_integer("series", 100, "Mutated DICOM series.", **d)
+    flags.DEFINE_integer("seed", 0, "Seed of the mutations.", **d)
+    flags.DEFINE_integer("case", None, "Replay only this single-file case.", **d)
+    flags.DEFINE_integer("series_case", None, "Replay only this series case.", **d)
+    flags.DEFINE_string("keep", None, "Copy the inputs of crashing cases into this folder.", **d)
+    flags.DEFINE_integer("show", 10, "Crashes to print.", **d)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1000, help="mutated single files (DICOM and ~15%% NIfTI)")
-    parser.add_argument("--series", type=int, default=100, help="mutated DICOM series")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--case", type=int, default=None, help="replay only this single-file case")
-    parser.add_argument("--series_case", type=int, default=None, help="replay only this series case")
-    parser.add_argument("--keep", type=Path, default=None, help="copy the inputs of crashing cases here")
-    parser.add_argument("--show", type=int, default=10, help="crashes to print")
-    args = parser.parse_args(argv)
+    """`python tools/fuzz.py ARGS` in-process (argv: the arguments after the program name); the exit status
+    (0 no crash, 1 a crash, 2 a user error)."""
+    return cli.main(define_flags, fuzz, argv, prog="tools/fuzz.py")
+
+
+def run() -> None:
+    """The program: absl.app.run (--flagfile; a user error is one line and exit status 2)."""
+    cli.run(define_flags, fuzz)
+
+
+def fuzz(args: flags.FlagValues) -> int:
+    """Runs the cases of args; returns 1 when any crashed, else 0."""
+    keep = Path(args.keep) if args.keep else None
     warnings.simplefilter("ignore")
     logging.disable(logging.CRITICAL)
     pydicom.config.settings.reading_validation_mode = pydicom.config.WARN
-    if args.keep:
-        args.keep.mkdir(parents=True, exist_ok=True)
+    if keep:
+        keep.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ctpet_fuzz_") as d:
-        fz = Fuzzer(args.seed, Path(d), args.keep)
+        fz = Fuzzer(args.seed, Path(d), keep)
         files = [args.case] if args.case is not None else ([] if args.series_case is not None else range(args.n))
         series = [args.series_case] if args.series_case is not None else (
             [] if args.case is not None else range(args.series))
@@ -441,4 +459,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -5,10 +5,17 @@ splits are `convert.assign_splits` of the prepared studies' hashes; the shards f
 a split holds its examples i*shard_size.. in (study hash, slice index) order) and the manifest is
 `convert.build_manifest`. So a Beam run gives the local runner's set record for record (and shard for shard).
 
-    Create(specs) | Reshuffle | FlatMap(prepare_study)  -> slices (hash, k, bytes) + studies {summary | error}
+    Create(folders) | Reshuffle | FlatMap(scan headers) | GroupByKey(study hash) | FlatMap(pair)   (a StudyTree)
+      or Create(specs)
+    -> Reshuffle | FlatMap(prepare_study, or read back from OUT/.work)  -> slices (hash, k, bytes) + studies
     studies -> slice counts -> side input: the splits and the shard layout
     slices -> (shard file, (index, bytes)) | GroupByKey | write each shard (temp + rename, by a worker)
     studies + written shards -> OUT/.beam/<run>/results*.jsonl (read back by the driver)
+
+Given a StudyTree (`--studies ROOT`), the driver only lists the folders (no file opened): workers scan the headers,
+group the series by study and pair them exactly as `convert.discover_studies` does (`dicom_io.merge_series`,
+`convert.pair_study`). Each prepared study is saved in OUT/.work (the local runner's files) by its worker, so a rerun
+of an interrupted or failed run reads it back instead of preparing it again.
 
 The driver writes manifest.json LAST, only when the pipeline finished and the shards written are exactly the
 planned ones; a failed or partial run leaves no manifest. A study that fails on a worker is caught there, so it
@@ -23,7 +30,6 @@ module imports it lazily, so data_prep imports without it.
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os
@@ -33,7 +39,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ctpet_srgan import records
-from ctpet_srgan.atomic import atomic_path, write_json_atomic
 from ctpet_srgan.errors import InputError
 from data_prep import convert
 from data_prep.convert import ConvertConfig, StudySpec
@@ -62,22 +67,65 @@ def _import_beam():
 
 
 # --------------------------------------------------------------------------------------------- worker side
-def prepare_elements(spec: StudySpec, cfg: ConvertConfig) -> Iterator[Any]:
+def prepare_elements(spec: StudySpec, cfg: ConvertConfig, work: str | None = None) -> Iterator[Any]:
     """One study on a worker: its slices (hash, slice index, serialized example) as the main output and one
     tagged `study` record, {"study": hash, "summary": ...} or {"study": hash, "error": "..."}; never raises for a
-    bad study, so one failure does not fail (or retry) the run."""
+    bad study, so one failure does not fail (or retry) the run.
+
+    With `work` (OUT/.work, the local runner's format): a study an earlier interrupted run prepared is read back
+    instead of prepared again (its record says "resumed"), and a newly prepared one is saved there first."""
     from apache_beam import pvalue
 
+    resumed = work is not None and (res := convert.load_prepared(Path(work), spec.key)) is not None
     try:
-        res = convert.prepare_study(spec, cfg)
+        if not resumed:
+            res = convert.prepare_study(spec, cfg)
+            if work is not None:
+                convert.save_prepared(res, Path(work))
     except Exception as e:  # noqa: BLE001 - reported by hash in the run's summary, other studies are kept
         _LOG.warning("study %s: FAILED: %s", spec.key, e)
         problem = e.problem if isinstance(e, InputError) else str(e)  # the manifest's, without paths
         yield pvalue.TaggedOutput(_STUDY, {"study": spec.key, "error": str(e), "problem": problem})
         return
-    yield pvalue.TaggedOutput(_STUDY, {"study": spec.key, "summary": res.summary})
+    yield pvalue.TaggedOutput(_STUDY, {"study": spec.key, "summary": res.summary, "resumed": resumed})
     for k, ex in enumerate(res.examples):
         yield spec.key, k, ex
+
+
+def scan_elements(item: tuple[int, tuple[str, tuple[str, ...]]]) -> Iterator[tuple[str, tuple[int, dict]]]:
+    """One folder's DICOM headers on a worker (`dicom_io.scan_dicom_folder`): (study hash, (folder index, series))
+    per series, to be grouped by study."""
+    from ctpet_srgan.dicom_io import scan_dicom_folder
+
+    index, folder = item
+    series, n_derived = scan_dicom_folder(folder)
+    if n_derived:
+        _LOG.warning("%d files without a SeriesInstanceUID in a folder: grouped by what they still say", n_derived)
+    for s in series:
+        yield records.study_hash(s["study_uid"]), (index, s)
+
+
+def pair_elements(item: tuple[str, Iterable[tuple[int, dict]]], root: str,
+                  allow_unregistered: bool) -> Iterator[Any]:
+    """One study's series (from every folder) -> its StudySpec, exactly as `convert.discover_studies` pairs it
+    (`dicom_io.merge_series` in walk order, then `convert.pair_study`). Notes (skipped, several PETs) and a refusal
+    (not registered) go out as tagged `study` records; a refusal fails the run on the driver."""
+    from apache_beam import pvalue
+
+    from ctpet_srgan.dicom_io import merge_series
+
+    key, parts = item
+    series = merge_series(s for _, s in sorted(parts, key=lambda t: t[0]))
+    notes: list[str] = []
+    try:
+        spec = convert.pair_study(series, root, allow_unregistered=allow_unregistered, log=notes.append)
+    except InputError as e:
+        yield pvalue.TaggedOutput(_STUDY, {"study": key, "fatal": e.problem, "path": e.path})
+        return
+    for n in notes:
+        yield pvalue.TaggedOutput(_STUDY, {"study": key, "note": n})
+    if spec is not None:
+        yield spec
 
 
 def shard_plan(slices: dict[str, int], val_fraction: float, test_fraction: float, split_seed: int | None,
@@ -110,22 +158,7 @@ def to_shard(element: tuple[str, int, bytes], plan, shard_size: int) -> tuple[st
     return files[split][i // shard_size], (i, ex)
 
 
-def write_tfrecord(path: Path, examples: Iterable[bytes], compression: str = "") -> None:
-    """A TFRecord file (GZIP or not) written atomically with Beam's TFRecord encoder, not TensorFlow's: a worker
-    that imports TensorFlow spends seconds on it (19 s on the loaded 2-core machine here) for nothing else.
-    Uncompressed, the bytes are TensorFlow's (the format is fixed); gzip: the same records, another gzip header."""
-    from apache_beam.io.tfrecordio import _TFRecordUtil  # crc32c from google-crc32c (requirements-beam.txt)
-
-    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
-        if compression == "GZIP":
-            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:  # leaves `raw` open
-                for ex in examples:
-                    _TFRecordUtil.write_record(f, ex)
-        else:
-            for ex in examples:
-                _TFRecordUtil.write_record(raw, ex)
-        raw.flush()
-        os.fsync(raw.fileno())
+write_tfrecord = convert.write_tfrecord  # TFRecords without TensorFlow (google-crc32c), as the local runner
 
 
 def write_shard(item: tuple[str, Iterable[tuple[int, bytes]]], out: str, compression: str) -> dict[str, Any]:
@@ -166,18 +199,33 @@ def _direct_runner(options):
     return fn_runner.FnApiRunner(provision_info=info)
 
 
-def build_pipeline(p, specs: Sequence[StudySpec], cfg: ConvertConfig, out: str, results_prefix: str, *,
-                   val_fraction: float, test_fraction: float, split_seed: int | None, shard_size: int,
-                   compression: str) -> None:
-    """Adds the preparation to pipeline `p` (see the module doc)."""
+def build_pipeline(p, specs: Sequence[StudySpec] | convert.StudyTree, cfg: ConvertConfig, out: str,
+                   results_prefix: str, *, val_fraction: float, test_fraction: float, split_seed: int | None,
+                   shard_size: int, compression: str, work: str | None = None) -> None:
+    """Adds the preparation to pipeline `p` (see the module doc); a StudyTree is scanned and paired by workers."""
     beam = _import_beam()
     from apache_beam.pvalue import AsSingleton
 
+    notes = []
+    if isinstance(specs, convert.StudyTree):
+        from ctpet_srgan.dicom_io import dicom_folders
+
+        paired = (
+            p
+            | "Folders" >> beam.Create(list(enumerate(dicom_folders(Path(specs.root)))))
+            | "SpreadFolders" >> beam.Reshuffle()
+            | "ScanHeaders" >> beam.FlatMap(scan_elements)
+            | "ByStudy" >> beam.GroupByKey()
+            | "Pair" >> beam.FlatMap(pair_elements, specs.root, specs.allow_unregistered).with_outputs(
+                _STUDY, main="specs")
+        )
+        notes, to_prepare = [paired[_STUDY]], paired.specs
+    else:
+        to_prepare = p | "Studies" >> beam.Create(list(specs))
     prepared = (
-        p
-        | "Studies" >> beam.Create(list(specs))
+        to_prepare
         | "OneStudyPerWorker" >> beam.Reshuffle()
-        | "Prepare" >> beam.FlatMap(prepare_elements, cfg).with_outputs(_STUDY, main="slices")
+        | "Prepare" >> beam.FlatMap(prepare_elements, cfg, work).with_outputs(_STUDY, main="slices")
     )
     studies = prepared[_STUDY]
     plan = (
@@ -194,7 +242,7 @@ def build_pipeline(p, specs: Sequence[StudySpec], cfg: ConvertConfig, out: str, 
         | "WriteShards" >> beam.Map(write_shard, out, compression)
     )
     (
-        (studies, written)
+        (studies, written, *notes)
         | "Results" >> beam.Flatten()
         | "AsJson" >> beam.Map(lambda r: json.dumps(r, sort_keys=True))
         | "WriteResults" >> beam.io.WriteToText(results_prefix, file_name_suffix=".jsonl")
@@ -202,7 +250,7 @@ def build_pipeline(p, specs: Sequence[StudySpec], cfg: ConvertConfig, out: str, 
 
 
 def convert_beam(
-    specs: Sequence[StudySpec],
+    specs: Sequence[StudySpec] | convert.StudyTree,
     out_dir: str | os.PathLike,
     cfg: ConvertConfig = ConvertConfig(),
     *,
@@ -221,6 +269,8 @@ def convert_beam(
     """`convert.convert` on a Beam runner: prepares `specs` into OUT_DIR and returns the manifest (written last).
 
     Args:
+        specs: the studies, or a convert.StudyTree whose DICOM headers the workers scan and pair (the studies are
+            those of convert.discover_studies(root)).
         runner: "direct" (Beam's local FnApiRunner) or any Beam runner name (DataflowRunner, FlinkRunner, ...).
         pipeline_args: Beam pipeline options, e.g. ["--direct_running_mode=multi_processing"].
         workers: direct runner only, when pipeline_args do not set it: worker processes (multi-processing mode).
@@ -228,6 +278,10 @@ def convert_beam(
     Returns:
         The manifest (failed studies listed under `skipped`); InputError naming the failed studies by hash when
         all failed or, with `strict`, any did (no manifest and no shards then).
+
+    Resumable like the local runner, and with its files: each prepared study is saved in OUT/.work by the worker
+    that prepared it; a rerun after an interrupted or failed run (same settings, else refused) reads those back
+    instead of preparing them again, rewrites every shard and writes the manifest last; .work goes when it is.
     """
     beam = _import_beam()
     if "://" in str(out_dir):
@@ -243,39 +297,59 @@ def convert_beam(
     elif (out / records.MANIFEST).exists():
         log(f"{out}: already complete (manifest.json present); nothing to do (use --overwrite to redo)")
         return records.read_manifest(out)
-    keys = [s.key for s in specs]
+    tree = specs if isinstance(specs, convert.StudyTree) else None
+    keys = [] if tree else [s.key for s in specs]
     if len(set(keys)) != len(keys):
         raise ValueError("the same study is listed twice")
-    if not specs:
+    if not tree and not specs:
         raise ValueError("no studies to convert")
+    work = convert.start_run(out, cfg, compression, shard_size, val_fraction, test_fraction, split_seed)
     shutil.rmtree(out / BEAM_DIR, ignore_errors=True)  # results of an earlier run that was killed
     tmp = out / BEAM_DIR / uuid.uuid4().hex
     tmp.mkdir(parents=True)
     options = _options(runner, pipeline_args, workers)
     p = beam.Pipeline(runner=_direct_runner(options) if _is_direct(runner) else None, options=options)
     build_pipeline(p, specs, cfg, str(out), str(tmp / "results"), val_fraction=val_fraction,
-                   test_fraction=test_fraction, split_seed=split_seed, shard_size=shard_size, compression=compression)
-    log(f"running the preparation of {len(specs)} studies on Beam ({runner})")
+                   test_fraction=test_fraction, split_seed=split_seed, shard_size=shard_size, compression=compression,
+                   work=str(work))
+    log(f"running the preparation of {f'the studies under {tree.root}' if tree else f'{len(specs)} studies'}"
+        f" on Beam ({runner})")
     state = p.run().wait_until_finish()
     if str(state).split(".")[-1] != "DONE":
         raise RuntimeError(f"{out}: the Beam pipeline ended {state}; no manifest written")
 
     results = [json.loads(line) for f in sorted(tmp.glob("results*.jsonl")) for line in f.read_text().splitlines()]
     shutil.rmtree(out / BEAM_DIR, ignore_errors=True)
+    for r in sorted((r for r in results if "note" in r), key=lambda r: (r["study"], r["note"])):
+        log(r["note"])
     summaries = {r["study"]: r["summary"] for r in results if "summary" in r}
     failed = {r["study"]: r for r in results if "error" in r}
+    written = {r["shard"]: r["examples"] for r in results if "shard" in r}
+    fatal = sorted((r for r in results if "fatal" in r), key=lambda r: r["study"])
+    if fatal:  # discover_studies would have refused the tree before preparing anything
+        for name in written:
+            (out / name).unlink(missing_ok=True)
+        more = f" (and {len(fatal) - 1} more studies)" if len(fatal) > 1 else ""
+        raise InputError(fatal[0]["path"] or None, fatal[0]["fatal"] + more)
+    if tree:
+        keys = sorted(set(summaries) | set(failed))
+        if not keys:
+            raise tree.nothing_found()
     failed.update({k: {"error": "no result from the pipeline", "problem": "no result from the pipeline"}
                    for k in keys if k not in summaries and k not in failed})
-    written = {r["shard"]: r["examples"] for r in results if "shard" in r}
+    resumed = sum(1 for r in results if r.get("resumed"))
+    if resumed:
+        log(f"resumed: {resumed} of {len(keys)} studies were prepared by an earlier run (read from {work})")
     for k in sorted(keys):
         log(f"study {k}: FAILED: {failed[k]['error']}" if k in failed else f"study {k}: done")
     if failed and (strict or not summaries):
         for name in written:
             (out / name).unlink(missing_ok=True)
-        raise InputError(out, f"{len(failed)} of {len(specs)} studies failed, no manifest written (fix them and"
-                              " rerun): " + "; ".join(f"study {k}: {failed[k]['error']}" for k in sorted(failed)))
+        raise InputError(out, f"{len(failed)} of {len(keys)} studies failed, no manifest written (fix them and"
+                              " rerun to resume): " + "; ".join(f"study {k}: {failed[k]['error']}"
+                                                                for k in sorted(failed)))
     if failed:
-        log(f"warning: {len(failed)} of {len(specs)} studies skipped (see the manifest's 'skipped'): "
+        log(f"warning: {len(failed)} of {len(keys)} studies skipped (see the manifest's 'skipped'): "
             + ", ".join(sorted(failed)))
     ok = sorted(summaries)
     split_of = convert.assign_splits(ok, val_fraction, test_fraction, split_seed, log)
@@ -291,7 +365,8 @@ def convert_beam(
     skipped = [{"study": k, "problem": failed[k]["problem"]} for k in sorted(failed)]
     manifest = convert.build_manifest(ok, summaries, split_of, splits, cfg, compression, shard_size, val_fraction,
                                       test_fraction, log, split_seed=split_seed, skipped=skipped)
-    write_json_atomic(out / records.MANIFEST, manifest)
-    log(f"{out}: {manifest['examples']} slices from {len(ok)} studies; "
+    manifest.save(out)
+    shutil.rmtree(work, ignore_errors=True)
+    log(f"{out}: {manifest.examples} slices from {len(ok)} studies; "
         + ", ".join(f"{s} {splits[s]['examples']} ({len(splits[s]['studies'])} studies)" for s in records.SPLITS))
-    return manifest
+    return manifest.to_dict()

@@ -1,5 +1,6 @@
 """data_prep.beam_pipeline: the Beam DirectRunner (multi-process) gives the local runner's set, record for record."""
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -121,3 +122,74 @@ def test_prep_scale_bench_times_runners_that_write_the_same_set(tmp_path):
     assert all(v["studies_per_s"] > 0 and v["overhead_s"] >= 0 for v in res["runs"].values())
     assert set(res["ratios"]) == {"beam_in_memory_over_local_1"}
     assert "beam_in_memory_over_local_1" in prep_scale.table(res)
+
+
+@needs_beam
+def test_workers_scan_a_tree_and_a_killed_run_resumes_without_preparing_again(studies, local, tmp_path,
+                                                                              monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    root, specs, broken = studies
+    ref_out, ref = local
+    out = tmp_path / "killed"
+    argv = ["convert", "--studies", str(root), "--out", str(out), "--seed", "1", "--shard_size", "5",
+            "--runner=direct", "--", *MULTI]
+    proc = subprocess.Popen([sys.executable, "-m", "data_prep", *argv], cwd=Path(__file__).resolve().parents[1],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:  # the driver and its workers killed once a study is prepared: what an interrupted run leaves
+        deadline = time.time() + 300
+        while time.time() < deadline and not list((out / ".work").glob("*.examples")) and proc.poll() is None:
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        time.sleep(1)  # the killed workers' last writes
+    (out / "train-00000-of-00099.tfrecord").write_bytes(b"a stale shard")  # as if a shard of the killed run
+    done = sorted(p.stem for p in (out / ".work").glob("*.examples"))
+    if proc.returncode == 0:  # it finished before the kill (a very fast machine): nothing to resume
+        done = []
+        (out / records.MANIFEST).unlink()
+    assert not (out / records.MANIFEST).exists()
+    calls = []
+    real = cv.prepare_study
+    monkeypatch.setattr(cv, "prepare_study", lambda s, c: calls.append(s.key) or real(s, c))
+    logs = []  # in_memory: the workers are this process, so the calls are seen
+    m = bp.convert_beam(cv.StudyTree(str(root)), out, PREP, runner="direct", shard_size=5, log=logs.append,
+                        pipeline_args=["--direct_running_mode=in_memory"])
+    assert sorted(calls) == sorted(s.key for s in specs if s.key not in done)  # prepared studies read back
+    assert (not done) or any(f"resumed: {len(done)} of 4" in s for s in logs)
+    assert {k: v for k, v in m.items() if k != "skipped"} == {k: v for k, v in ref.items() if k != "skipped"}
+    for sh in (sh for s in m["splits"].values() for sh in s["shards"]):
+        assert (out / sh["file"]).read_bytes() == (ref_out / sh["file"]).read_bytes(), sh["file"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ref_out.iterdir())  # no .work, stale
+
+
+@needs_beam
+def test_a_tree_with_an_unregistered_study_is_refused_like_discover_studies(studies, tmp_path):
+    import shutil
+
+    import pydicom
+
+    root, _, _ = studies
+    tree = tmp_path / "tree"
+    shutil.copytree(root / "case_001", tree / "case_001")
+    for f in (tree / "case_001" / "ct").iterdir():
+        ds = pydicom.dcmread(f)
+        ds.FrameOfReferenceUID = "1.2.3.4.5"
+        ds.save_as(f)
+    with pytest.raises(InputError) as want:
+        cv.discover_studies(tree)
+    out = tmp_path / "out"
+    with pytest.raises(InputError) as got:
+        bp.convert_beam(cv.StudyTree(str(tree)), out, PREP, log=lambda s: None,
+                        pipeline_args=["--direct_running_mode=in_memory"])
+    assert str(got.value) == str(want.value) and "--allow_unregistered" in str(got.value)
+    assert not (out / records.MANIFEST).exists() and not [p for p in out.iterdir() if cv.SHARD_RE.match(p.name)]
+    m = bp.convert_beam(cv.StudyTree(str(tree), allow_unregistered=True), tmp_path / "ok",
+                        dataclasses.replace(PREP, allow_unregistered=True), log=lambda s: None,
+                        pipeline_args=["--direct_running_mode=in_memory"])
+    assert m["examples"] == 6

@@ -101,10 +101,15 @@ def main(argv):
     from ctpet_srgan.tf_quiet import import_tensorflow
 
     import_tensorflow()  # without the start-up lines that are not errors (cuInit on a CPU machine, oneDNN)
+    from ctpet_srgan.errors import InputError
+
     try:
         _main()
     except (FileNotFoundError, FileExistsError) as e:  # missing VGG weights / data set, or an existing run
         sys.exit(f"train_keras: {e}")
+    except InputError as e:  # an invalid manifest.json / run_config.json: "PATH: problem", exit 2
+        print(e, file=sys.stderr)
+        sys.exit(2)
 
 
 def _main():
@@ -129,7 +134,9 @@ def _main():
     if F.mixed_precision:
         keras.mixed_precision.set_global_policy(F.mixed_precision)
     from ctpet_srgan import pipeline, vgg
+    from ctpet_srgan.manifest import Manifest
     from ctpet_srgan.models import GeneratorConfig
+    from ctpet_srgan.run_config import RunConfig
 
     cfg = training.TrainConfig(**{f.name: F[FLAG_OF.get(f.name, f.name)].value
                                   for f in dataclasses.fields(training.TrainConfig)})
@@ -147,28 +154,26 @@ def _main():
         from data_prep.demo import ensure_demo_data
 
         ensure_demo_data(F.data_dir, cases=F.demo_cases, seed=F.demo_seed, scale=F.demo_scale)
-    info = pipeline.dataset_info(F.data_dir)
-    gen_cfg = GeneratorConfig(scale=info["scale"], filters=F.filters, num_blocks=F.num_blocks, ct_mode=F.ct_mode)
-    run_config = {
+    data = Manifest.load(F.data_dir)
+    gen_cfg = GeneratorConfig(scale=data.scale, filters=F.filters, num_blocks=F.num_blocks, ct_mode=F.ct_mode)
+    run_config = RunConfig.from_dict({
         "generator": gen_cfg.to_dict(),
-        "normalization": info["normalization"].to_dict(),
-        "scale": info["scale"],
-        "hr_spacing_mm": info["hr_spacing_mm"],
-        "lr_spacing_mm": info["lr_spacing_mm"],
+        "normalization": data.normalization.to_dict(),
+        "scale": data.scale,
+        "hr_spacing_mm": None if data.hr_spacing_mm is None else list(data.hr_spacing_mm),
+        "lr_spacing_mm": None if data.lr_spacing_mm is None else list(data.lr_spacing_mm),
         "data_dir": str(Path(F.data_dir).resolve()),
         "steps": {"pretrain": cfg.pretrain_steps, "gan": cfg.gan_steps},
         "git_commit": _git_commit(),
         "vgg": vgg_key,
         "train": cfg.to_dict(),
-    }
+    })
     prev = Path(F.model_dir) / "run_config.json"
     if F.resume and prev.exists():
-        import json
-
-        old = json.loads(prev.read_text())
-        if old.get("generator") != run_config["generator"] or old.get("scale") != run_config["scale"]:
-            raise SystemExit(f"{prev}: the checkpointed model is {old.get('generator')}, these flags ask for"
-                             f" {run_config['generator']}; use the same model flags to --resume")
+        old = RunConfig.load(prev)
+        if old.generator != run_config.generator or old.scale != run_config.scale:
+            raise SystemExit(f"{prev}: the checkpointed model is {old.generator}, these flags ask for"
+                             f" {run_config.generator}; use the same model flags to --resume")
 
     def train_ds(seed: int):
         ds = pipeline.make_dataset(F.data_dir, "train", batch_size=cfg.batch_size, patch_size=cfg.patch_size,
@@ -176,12 +181,12 @@ def _main():
                                    cache=F.cache, ct_shift_max_mm=cfg.ct_shift_max_mm, ct_dropout=cfg.ct_dropout)
         return ds
 
-    has_val = info["examples"].get("val", 0) > 0
+    has_val = "val" in data.splits and data.splits["val"].examples > 0
     val_ds = (lambda: pipeline.make_dataset(F.data_dir, "val", batch_size=cfg.val_batch_size)) if has_val else None
     trainer = training.Trainer(gen_cfg=gen_cfg, cfg=cfg, model_dir=F.model_dir, strategy=strategy,
                                train_dataset_fn=train_ds, val_dataset_fn=val_ds, run_config=run_config,
                                resume=F.resume, vgg=vgg_model, vgg_label=vgg_label,
-                               normalization=info["normalization"].to_dict())
+                               normalization=data.normalization.to_dict())
     trainer.install_signal_handlers()
     try:
         metrics = trainer.fit()

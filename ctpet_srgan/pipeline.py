@@ -14,6 +14,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from ctpet_srgan import augment, records
+from ctpet_srgan.manifest import Manifest
 from ctpet_srgan.normalization import Normalization
 
 IMAGE_KEYS = ("lr_pet", "lr_ct", "hr_pet", "hr_ct")
@@ -82,11 +83,11 @@ def make_dataset(
     the probability of the uninformative CT instead (`augment.augment_ct`, on the whole slice before the crop;
     the PET is untouched).
     """
-    manifest = records.read_manifest(data_dir)
-    files = records.shard_paths(data_dir, manifest, split)
-    norm = Normalization.from_dict(manifest["normalization"])
-    scale = int(manifest["scale"])
-    compression = manifest.get("compression") or None
+    manifest = Manifest.load(data_dir)
+    files = manifest.shard_paths(data_dir, split)
+    norm = manifest.normalization
+    scale = manifest.scale
+    compression = manifest.compression or None
     if training and not patch_size:
         raise ValueError("make_dataset(training=True) needs a patch_size (LR pixels)")
     seed = 0 if seed is None else int(seed)
@@ -141,15 +142,3 @@ def make_dataset(
     ds = ds.batch(batch_size, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds.with_options(options)
-
-
-def dataset_info(data_dir: str | Path) -> dict:
-    """What a trainer needs from the manifest: scale, normalisation, spacings, example counts."""
-    m = records.read_manifest(data_dir)
-    return {
-        "scale": int(m["scale"]),
-        "normalization": Normalization.from_dict(m["normalization"]),
-        "hr_spacing_mm": m.get("hr_spacing_mm"),
-        "lr_spacing_mm": m.get("lr_spacing_mm"),
-        "examples": {s: int(v["examples"]) for s, v in m["splits"].items()},
-    }

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from ctpet_srgan import distribute, losses, summaries
 from ctpet_srgan.models import GeneratorConfig, build_discriminator, build_generator
+from ctpet_srgan.run_config import RUN_CONFIG, RunConfig
 
 log = logging.getLogger("ctpet_srgan.training")
 TRAIN_KEYS = ("g_loss", "pixel", "content", "adv", "d_loss", "d_real", "d_fake")
@@ -277,13 +278,14 @@ class Trainer:
 
     train_dataset_fn(seed) -> a repeating tf.data.Dataset of GLOBAL batches (dicts, normalised units);
     val_dataset_fn() -> a finite dataset of validation batches, or None. model_dir receives run_config.json (from
-    `run_config`), ckpt/ (G, D, both optimizers, step, phase, RNG, best PSNR),
+    `run_config`, a RunConfig or its dict, checked), ckpt/ (G, D, both optimizers, step, phase, RNG, best PSNR),
     logs/ (TensorBoard), best_generator.keras (best val PSNR) and generator.keras (final).
     """
 
     def __init__(self, *, gen_cfg: GeneratorConfig, cfg: TrainConfig, model_dir: str | Path,
                  strategy: tf.distribute.Strategy, train_dataset_fn: Callable[[int], tf.data.Dataset],
-                 val_dataset_fn: Callable[[], tf.data.Dataset] | None = None, run_config: dict | None = None,
+                 val_dataset_fn: Callable[[], tf.data.Dataset] | None = None,
+                 run_config: RunConfig | dict | None = None,
                  resume: bool = False, vgg: keras.Model | None = None, vgg_label: str = "none",
                  normalization: dict | None = None, on_step: Callable[[int], None] | None = None):
         self.gen_cfg, self.cfg, self.strategy = gen_cfg, cfg, strategy
@@ -342,9 +344,7 @@ class Trainer:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
             log.info("resumed from %s at step %d", latest, int(self.step.numpy()))
         if self.chief and run_config is not None:
-            from ctpet_srgan.atomic import write_json_atomic
-
-            write_json_atomic(self.model_dir / "run_config.json", run_config)
+            RunConfig.coerce(run_config, self.model_dir / RUN_CONFIG).save(self.model_dir)
         self._fns = {gan: self._make_step_fn(gan) for gan in (False, True)}
         self._eval_fn = tf.function(reduce_retracing=True)(
             lambda b: self._reduce(self.strategy.run(self.model.replica_eval, args=(b,))))

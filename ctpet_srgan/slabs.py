@@ -9,6 +9,7 @@ slices `dicom_write.write_series` takes one at a time. SR PET is clipped at 0 SU
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -116,6 +117,25 @@ def _nifti_ext(path: Path) -> str:
     return ".nii.gz" if Path(path).name.lower().endswith(".gz") else ".nii"
 
 
+@contextlib.contextmanager
+def _pair_temporaries(pet_path: Path, ct_path: Path) -> Iterator[tuple[Path, Path]]:
+    """Two temporary paths beside `pet_path` / `ct_path` (with the .nii / .nii.gz suffix a NIfTI writer wants),
+    renamed onto them only when the block succeeds; removed in every case."""
+    with atomic_path(pet_path) as t0, atomic_path(ct_path) as t1:
+        if not is_nifti(pet_path):
+            yield t0, t1
+            return
+        ext = _nifti_ext(pet_path)
+        a, b = t0.with_name(t0.name + ext), t1.with_name(t1.name + ext)
+        try:
+            yield a, b
+            os.replace(a, t0)
+            os.replace(b, t1)
+        finally:
+            for p in (a, b):
+                p.unlink(missing_ok=True)
+
+
 def write_stream(stream, pet_path: Path, ct_path: Path, *, two_d: bool = False) -> None:
     """Writes a VolumeStream's SR PET (SUVbw, clipped at 0) to `pet_path` and its SR CT (HU; a PET-only model's:
     the input CT on the HR grid) to `ct_path` as they come, batch by batch; both appear only when complete.
@@ -125,20 +145,15 @@ def write_stream(stream, pet_path: Path, ct_path: Path, *, two_d: bool = False) 
         pet_path, ct_path: both .nii / .nii.gz (NIfTI, the stream's affine) or both .npy (float32 [k, H, W]).
         two_d: an .npy output of a one-slice 2-D input is [H, W].
     """
-    nifti = is_nifti(pet_path)
-    with atomic_path(pet_path) as t0, atomic_path(ct_path) as t1:
-        a, b = t0, t1
-        if nifti:
-            ext = _nifti_ext(pet_path)
-            a, b = t0.with_name(t0.name + ext), t1.with_name(t1.name + ext)  # the writer wants the suffix
-        shape = stream.shape
-        if nifti:
+    shape = stream.shape
+    with _pair_temporaries(pet_path, ct_path) as (a, b):
+        if is_nifti(pet_path):
             from ctpet_srgan.nifti_io import NiftiSlabWriter
 
             makers = [lambda: NiftiSlabWriter(a, shape, stream.affine, "PT", "SUVbw"),
                       lambda: NiftiSlabWriter(b, shape, stream.affine, "CT", "HU")]
         else:
-            makers = [lambda t=t: NpySlabWriter(t, shape[1:] if two_d else shape) for t in (t0, t1)]
+            makers = [lambda t=t: NpySlabWriter(t, shape[1:] if two_d else shape) for t in (a, b)]
         writers = []
         try:
             for make in makers:
@@ -148,15 +163,9 @@ def write_stream(stream, pet_path: Path, ct_path: Path, *, two_d: bool = False) 
                 writers[1].write(c if c is not None else stream.hr_ct(k0, k0 + p.shape[0]))
             for w in writers:
                 w.close()
-            if nifti:
-                os.replace(a, t0)
-                os.replace(b, t1)
         finally:
             for w in writers:
                 w.abort()
-            if nifti:
-                for p in (a, b):
-                    p.unlink(missing_ok=True)
 
 
 def write_volumes(sr_pet: Volume, sr_ct: Volume, pet_path: Path, ct_path: Path, *, two_d: bool = False) -> None:
@@ -168,21 +177,13 @@ def write_volumes(sr_pet: Volume, sr_ct: Volume, pet_path: Path, ct_path: Path, 
         pet_path, ct_path: both .nii / .nii.gz or both .npy.
         two_d: an .npy output of a one-slice 2-D input is [H, W].
     """
-    with atomic_path(pet_path) as t0, atomic_path(ct_path) as t1:
+    with _pair_temporaries(pet_path, ct_path) as (a, b):
         if is_nifti(pet_path):
             from ctpet_srgan.nifti_io import write_nifti
 
-            ext = _nifti_ext(pet_path)
-            a, b = t0.with_name(t0.name + ext), t1.with_name(t1.name + ext)  # write_nifti wants the suffix
-            try:
-                write_nifti(sr_pet, a)
-                write_nifti(sr_ct, b)
-                os.replace(a, t0)
-                os.replace(b, t1)
-            finally:
-                for p in (a, b):
-                    p.unlink(missing_ok=True)
+            write_nifti(sr_pet, a)
+            write_nifti(sr_ct, b)
         else:
-            for arr, t in ((sr_pet.array, t0), (sr_ct.array, t1)):
+            for arr, t in ((sr_pet.array, a), (sr_ct.array, b)):
                 with open(t, "wb") as f:
                     np.save(f, (arr[0] if two_d else arr).astype(np.float32))

@@ -21,7 +21,6 @@ Bq/mL values are not the patient's. Research use only, not for clinical use.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
 import os
@@ -242,26 +241,37 @@ def export_case(data_dir: str | Path, out: str | Path, *, split: str | None = No
     return info
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data_dir", required=True, help="prepared data set (manifest.json + shards)")
-    p.add_argument("--split", default=None, help="train, val or test (default test)")
-    p.add_argument("--index", type=int, default=None, help="position in the split's study list (default 0)")
-    p.add_argument("--study", default=None, help="study hash (16 hex digits of manifest.json), instead of --index")
-    p.add_argument("--out", required=True, help="folder to write (lr_pet/, ct/, hr_pet.nii.gz, case.json)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    a = p.parse_args(argv)
+def define_flags(fv) -> None:
+    """The command line (absl flags, defined in the FlagValues `fv`)."""
+    from absl import flags
+
+    d = dict(flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "Prepared data set (manifest.json + shards).", required=True, **d)
+    flags.DEFINE_string("split", None, "train, val or test (default test).", **d)
+    flags.DEFINE_integer("index", None, "Position in the split's study list (default 0).", **d)
+    flags.DEFINE_string("study", None, "Study hash (16 hex digits of manifest.json), instead of --index.", **d)
+    flags.DEFINE_string("out", None, "Folder to write (lr_pet/, ct/, hr_pet.nii.gz, case.json).", required=True, **d)
+    flags.DEFINE_boolean("overwrite", False, "Replace an existing --out.", **d)
+
+
+def _export(a) -> int:
     if a.study is not None and (a.index is not None or a.split is not None):
-        p.error("--study names the study; do not combine it with --split/--index")
-    try:
-        info = export_case(a.data_dir, a.out, split=a.split, index=a.index, study=a.study, overwrite=a.overwrite)
-    except (InputError, FileNotFoundError, ValueError) as e:
-        print(f"export_case: {e}", file=sys.stderr)
-        return 2
+        raise ValueError("--study: names the study; do not combine it with --split/--index")
+    info = export_case(a.data_dir, a.out, split=a.split, index=a.index, study=a.study, overwrite=a.overwrite)
     print(f"export_case: study {info['study']} ({info['split']} #{info['index']}, {info['slices']} slices): LR PET"
           f" {info['lr_spacing_mm'][0]:.2f} mm, HR {info['hr_spacing_mm'][0]:.2f} mm -> {a.out}")
     return 0
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python tools/export_case.py ARGS` in-process (argv: the arguments after the program name); the exit status
+    (0 written; 2 with one line `PATH: problem` on stderr for bad input or flags)."""
+    from ctpet_srgan import cli
+
+    return cli.main(define_flags, _export, argv, prog="tools/export_case.py")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    from ctpet_srgan import cli
+
+    cli.run(define_flags, _export)

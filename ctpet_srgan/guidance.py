@@ -5,23 +5,25 @@ Conventions: PET in SUVbw, CT in HU, arrays (rows, cols) for a slice or (slices,
 
 - Structures of the guided phantom world (`data_prep.phantom`, lesions.json): `inside_structure`,
   `structure_mask_on_slice` (the geometry of spheres, cylinders and slabs given in LPS mm).
-- CT reliance: `body_mask`, `uninformative_ct` (the body outline filled with water), `image_scores`,
-  `ct_reliance` (a model's scores with the true CT minus with the uninformative CT).
-- Misregistration: `shift_image_mm` (an in-plane shift by mm, bilinear), `misregistration_sweep`.
+- CT reliance: `body_mask`, `uninformative_ct` (the body outline filled with water), `image_parts` /
+  `pool_image_parts` (PSNR, SSIM pooled over slices or studies), `ct_reliance` (a model's scores with the true CT
+  minus with the uninformative CT).
+- Misregistration: `shift_image_mm` (an in-plane shift by mm, bilinear), `misregistered_cts`,
+  `misregistration_sweep`.
 - CT-only imprint: `ct_only_imprint` (relative PET change inside structures the CT has and the PET has not).
-- PET-only lesions: `pet_only_recovery` (NEMA CRC of the lesions with no CT correlate).
+- Lesion contrast: `lesion_crcs` (NEMA CRC of the scored lesions); PET-only lesions: `is_pet_only`,
+  `pet_only_recovery` (the lesions with no CT correlate).
 - Hallucinations at a matched false-positive rate: `collect_detections`, `merge_detections`,
   `threshold_at_fp_rate`, `operating_point`, `hot_spots_per_slice`.
-The same on a prepared guided-world set, per method and study, pooled over studies: `ctpet_srgan.evaluation`
-(its "guidance" section; `guidance_study`, `guidance_summary`).
-Definitions are also written in each docstring; a `predict` argument is a callable
-predict(lr_pet, hr_ct) -> hr_pet on physical units (SUV in, HU in, SUV out) of one slice or a batch of them.
+These are the functions the evaluation's "guidance" section calls on a prepared guided-world set, per method and
+study, pooled over studies (`ctpet_srgan.evaluation.guidance_section`: `guidance_study`, `guidance_summary`).
+Definitions are also written in each docstring.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -29,7 +31,6 @@ from ctpet_srgan import metrics
 
 AIR_HU = -1000.0
 BODY_THRESHOLD_HU = -500.0
-Predict = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 # ----------------------------------------------------------------------------- structure geometry
@@ -136,49 +137,63 @@ def uninformative_ct(ct_hu: np.ndarray, threshold_hu: float = BODY_THRESHOLD_HU)
     return np.where(body_mask(ct_hu, threshold_hu), 0.0, AIR_HU).astype(np.float32)
 
 
-def image_scores(truth: np.ndarray, pred: np.ndarray, *, data_range: float, mask: np.ndarray | None = None,
-                 with_ssim: bool = False) -> dict[str, float]:
-    """PSNR (and SSIM) of a prediction (`metrics.psnr` / `metrics.ssim`).
+def nanmean(values: Sequence[float | None]) -> float:
+    """Mean ignoring NaN / None (an infinite value, e.g. the PSNR of an exact output, stays infinite; NaN if empty)."""
+    v = [x for x in values if x is not None and not np.isnan(x)]
+    return float(np.mean(v)) if v else float("nan")
+
+
+def image_parts(truth: np.ndarray, pred: np.ndarray, *, data_range: float, mask: np.ndarray | None = None,
+                with_ssim: bool = False) -> dict[str, Any]:
+    """The poolable pieces of PSNR and SSIM of one prediction (a slice, a study): pool them with `pool_image_parts`.
 
     Args:
         truth, pred: SUV, (rows, cols) or (slices, rows, cols).
-        data_range: PSNR peak (SUV, e.g. 10).
+        data_range: PSNR peak / SSIM range (SUV, e.g. 10).
         mask: pixels scored (e.g. the body); None = all.
-        with_ssim: also the mean SSIM over the slices (TensorFlow; needs rows, cols >= 11).
+        with_ssim: also each slice's SSIM (`metrics.ssim`, windows centred in the mask; TensorFlow; needs rows, cols
+            >= 11); slices with an empty mask are left out.
     Returns:
-        dict(psnr) in dB over all scored pixels together, plus ssim (mean over slices) when asked.
+        dict(se: sum of squared errors (SUV^2) over the scored pixels, n: their number, ssim: per-slice SSIMs or []).
     """
     t, p = np.asarray(truth, np.float64), np.asarray(pred, np.float64)
     m = np.ones(t.shape, bool) if mask is None else np.asarray(mask, bool)
     se, n = metrics.masked_mse(t, p, m)
-    out = {"psnr": metrics.psnr_from_mse(se / n if n else float("nan"), data_range)}
+    ssim = []
     if with_ssim:
         t3, p3, m3 = (a.reshape((-1,) + t.shape[-2:]) for a in (t, p, m))
-        out["ssim"] = float(np.nanmean([metrics.ssim(a, b, data_range=data_range, mask=c if mask is not None else None)
-                                        for a, b, c in zip(t3, p3, m3)]))
-    return out
+        ssim = [metrics.ssim(a, b, data_range=data_range, mask=c if mask is not None else None)
+                for a, b, c in zip(t3, p3, m3) if c.any()]
+    return dict(se=se, n=n, ssim=ssim)
 
 
-def ct_reliance(predict: Predict, lr_pet: np.ndarray, hr_ct: np.ndarray, truth: np.ndarray, *, data_range: float,
-                mask: np.ndarray | None = None, with_ssim: bool = False) -> dict[str, float]:
-    """How much a model takes from the CT: its scores with the true CT minus with the uninformative CT.
+def pool_image_parts(parts: Sequence[Mapping[str, Any]], data_range: float) -> dict[str, float]:
+    """PSNR and SSIM of several `image_parts` together (e.g. every study of a split).
+
+    Returns:
+        dict(psnr: dB from the MSE pooled over every scored pixel (NaN for none), ssim: mean of the per-slice SSIMs
+        (NaN ignored; NaN for none)).
+    """
+    se, n = sum(p["se"] for p in parts), sum(p["n"] for p in parts)
+    return dict(psnr=metrics.psnr_from_mse(se / n, data_range) if n else float("nan"),
+                ssim=nanmean([x for p in parts for x in p["ssim"]]))
+
+
+def ct_reliance(with_true: Mapping[str, float], with_uninformative: Mapping[str, float]) -> dict[str, float]:
+    """How much a model takes from the CT: its scores with the true CT minus with `uninformative_ct`.
 
     Args:
-        predict: predict(lr_pet SUV, hr_ct HU) -> hr_pet SUV.
-        lr_pet, hr_ct, truth: one slice or a stack (the same leading axes); truth the HR PET (SUV).
-        data_range, mask, with_ssim: as `image_scores` (mask default: the body of the true CT).
+        with_true, with_uninformative: the same scores (e.g. psnr dB, ssim, crc; `pool_image_parts`,
+            `lesion_crcs`) of the model run with the true HR CT and with the uninformative CT, on the same slices
+            and pixels (the body of the true CT).
     Returns:
-        dict(true_<k>, uninformative_<k>, reliance_<k>) for k in psnr (dB) [, ssim]; reliance = true -
+        dict(true_<k>, uninformative_<k>, reliance_<k>) for each key k of with_true, in its order; reliance = true -
         uninformative: > 0 the CT helps, 0 the model ignores the CT inside the body, < 0 the CT hurts.
     """
-    m = body_mask(hr_ct) if mask is None else mask
-    with_true = image_scores(truth, predict(lr_pet, hr_ct), data_range=data_range, mask=m, with_ssim=with_ssim)
-    flat = image_scores(truth, predict(lr_pet, uninformative_ct(hr_ct)), data_range=data_range, mask=m,
-                        with_ssim=with_ssim)
     out: dict[str, float] = {}
     for k in with_true:
-        out[f"true_{k}"], out[f"uninformative_{k}"] = with_true[k], flat[k]
-        out[f"reliance_{k}"] = with_true[k] - flat[k]
+        out[f"true_{k}"], out[f"uninformative_{k}"] = with_true[k], with_uninformative[k]
+        out[f"reliance_{k}"] = with_true[k] - with_uninformative[k]
     return out
 
 
@@ -209,32 +224,31 @@ def shift_image_mm(img: np.ndarray, shift_rc_mm: Sequence[float], spacing_mm: Se
     return out.reshape(a.shape)
 
 
-def misregistration_sweep(predict: Predict, lr_pet: np.ndarray, hr_ct: np.ndarray, truth: np.ndarray, *,
-                          spacing_mm: Sequence[float], data_range: float, shifts_mm: Sequence[float] = (0, 2, 5, 10),
-                          direction_rc: Sequence[float] = (0.0, 1.0), mask: np.ndarray | None = None,
-                          extra: Callable[[np.ndarray], Mapping[str, float]] | None = None) -> list[dict[str, Any]]:
-    """The same model with its CT shifted in-plane by each of `shifts_mm` against the PET.
+def misregistered_cts(hr_ct: np.ndarray, spacing_mm: Sequence[float], shifts_mm: Sequence[float] = (0, 2, 5, 10),
+                      direction_rc: Sequence[float] = (0.0, 1.0)) -> dict[float, np.ndarray]:
+    """The CTs of a misregistration sweep: the CT moved in-plane against the PET by each of `shifts_mm`.
 
     Args:
-        predict: predict(lr_pet SUV, hr_ct HU) -> hr_pet SUV.
-        lr_pet, hr_ct, truth: one slice or a stack; spacing_mm: (row, col) HR pixel size of hr_ct (mm).
-        shifts_mm: distances (mm) along `direction_rc` (a (row, col) direction, normalised here).
-        mask: scored pixels (default: the body of the unshifted CT, so every shift is scored on the same pixels).
-        extra: more numbers per shift from the prediction (e.g. lesion CRC, hot spots), merged into each row.
+        hr_ct: HU, (rows, cols) or a stack; spacing_mm: (row, col) pixel size (mm).
+        shifts_mm: distances (mm) along `direction_rc` (a (row, col) direction, normalised here; default +col, x).
     Returns:
-        one dict per shift: shift_mm and the `image_scores` (psnr dB) of the prediction, plus `extra`'s.
+        shift (mm, float) -> `shift_image_mm` of the CT (bilinear, air fills; 0 mm: a copy of the CT).
     """
     d = np.asarray(direction_rc, np.float64)
     d = d / np.linalg.norm(d)
-    m = body_mask(hr_ct) if mask is None else mask
-    rows = []
-    for s in shifts_mm:
-        pred = predict(lr_pet, shift_image_mm(hr_ct, d * float(s), spacing_mm))
-        row: dict[str, Any] = {"shift_mm": float(s), **image_scores(truth, pred, data_range=data_range, mask=m)}
-        if extra is not None:
-            row.update(extra(pred))
-        rows.append(row)
-    return rows
+    return {float(s): shift_image_mm(hr_ct, d * float(s), spacing_mm) for s in shifts_mm}
+
+
+def misregistration_sweep(scores_by_shift: Mapping[float, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The sweep's rows: the same model's scores with each CT of `misregistered_cts`.
+
+    Args:
+        scores_by_shift: shift (mm) -> the scores of the model run with that CT (e.g. psnr on the body of the
+            unshifted CT, so every shift is scored on the same pixels; lesion CRC; hot spots), in sweep order.
+    Returns:
+        one dict per shift: shift_mm first, then that shift's scores.
+    """
+    return [{"shift_mm": float(s), **row} for s, row in scores_by_shift.items()]
 
 
 # ----------------------------------------------------------------------------- CT-only imprint
@@ -264,29 +278,41 @@ def ct_only_imprint(pred: np.ndarray, truth: np.ndarray, masks: Sequence[np.ndar
 
 
 # ----------------------------------------------------------------------------- PET-only lesions
-def pet_only_recovery(image: np.ndarray, lesions: Sequence[Mapping[str, Any]], spacing_mm: Sequence[float], *,
-                      background_mask: np.ndarray | None = None) -> dict[str, Any]:
-    """NEMA contrast recovery (`metrics.sphere_contrast`) of the hot lesions that have no CT correlate.
+def is_pet_only(lesion: Mapping[str, Any]) -> bool:
+    """A lesion with no CT correlate: lesions.json's has_ct_correlate is false (a lesion without the key is not)."""
+    return lesion.get("has_ct_correlate") is False
+
+
+def lesion_crcs(images: Sequence[np.ndarray], lesions_per_slice: Sequence[Sequence[Mapping[str, Any]]],
+                spacing_mm: Sequence[float], *, background_masks: Sequence[np.ndarray | None] | None = None,
+                pet_only: bool = False) -> list[float]:
+    """NEMA contrast recovery (`metrics.sphere_contrast`) of the scored hot lesions, each on its slice.
 
     Args:
-        image: PET slice (SUV) through the lesions' centres (rows, cols).
-        lesions: dicts with center_rc (row, col px on this slice), diameter_mm, uptake_ratio (> 1) and
-            has_ct_correlate (lesions.json of the guided world; lesions without the key count as PET-only).
-        spacing_mm: (row, col) pixel size (mm).
-        background_mask: where background ROIs may lie (the body minus all lesions).
+        images: PET slices (SUV). lesions_per_slice: per slice, the lesions crossing it (center_rc (row, col px),
+            radius_mm (cross-section radius on that slice), uptake_ratio (> 1), scored (default True: the slice
+            nearest the centre), has_ct_correlate; as `ctpet_srgan.evaluation.place_lesions` gives them).
+        spacing_mm: (row, col) pixel size (mm). background_masks: per slice, where background ROIs may lie (the
+            body minus every lesion).
+        pet_only: only the lesions with no CT correlate (`is_pet_only`).
     Returns:
-        dict(crc: mean CRC of the PET-only lesions (NaN if none could be scored), per_lesion: their CRCs,
-        n). Compare the fused model's with pet_only's: below it, the CT suppresses what it does not show.
+        the CRC of each scored lesion (ROI: its cross-section diameter 2 radius_mm), slice by slice; compare the
+        fused model's PET-only CRC with pet_only's (`pet_only_recovery`).
     """
-    crcs = []
-    for les in lesions:
-        if les.get("has_ct_correlate", False) or float(les["uptake_ratio"]) <= 1:
-            continue
-        c = metrics.sphere_contrast(image, les["center_rc"], float(les["diameter_mm"]), spacing_mm,
-                                    float(les["uptake_ratio"]), background_mask=background_mask)
-        crcs.append(c["crc"])
-    fin = [c for c in crcs if math.isfinite(c)]
-    return {"crc": float(np.mean(fin)) if fin else float("nan"), "per_lesion": crcs, "n": len(fin)}
+    return [metrics.sphere_contrast(images[k], les["center_rc"], 2 * les["radius_mm"], spacing_mm, les["uptake_ratio"],
+                                    background_mask=None if background_masks is None else background_masks[k])["crc"]
+            for k, ls in enumerate(lesions_per_slice) for les in ls
+            if les.get("scored", True) and (not pet_only or is_pet_only(les))]
+
+
+def pet_only_recovery(crcs: Sequence[float]) -> dict[str, Any]:
+    """PET-only lesion recovery from `lesion_crcs(..., pet_only=True)` (of one study, or pooled over several).
+
+    Returns:
+        dict(crc: mean CRC (NaN ignored; NaN for none), n_lesions: the finite ones). Below pet_only's, the CT
+        suppresses what it does not show.
+    """
+    return dict(crc=nanmean(crcs), n_lesions=int(np.sum(np.isfinite(crcs))))
 
 
 # ----------------------------------------------------------------------------- hallucinations

@@ -53,6 +53,25 @@ def edge_copier(lr, ct):  # "CT edge => PET edge": paints every CT contrast insi
     return _up(lr) + inside * 0.02 * (soft - gaussian_blur(soft, SP, 6.0))
 
 
+def _scores(predict, ct, with_ssim=False):
+    """PSNR (and SSIM) of a model on the constructed slice with that CT, on the body of the true CT."""
+    part = gd.image_parts(TRUTH, predict(LR, ct), data_range=10.0, mask=gd.body_mask(CT), with_ssim=with_ssim)
+    return gd.pool_image_parts([part], 10.0)
+
+
+def _reliance(predict, with_ssim=False):
+    """CT reliance as the evaluation's guidance section computes it (true CT minus the uninformative CT)."""
+    return gd.ct_reliance(_scores(predict, CT, with_ssim), _scores(predict, gd.uninformative_ct(CT), with_ssim))
+
+
+def _sweep(predict, shifts_mm=(0, 2, 5, 10), extra=None):
+    """The misregistration sweep as the evaluation's guidance section computes it."""
+    rows = {}
+    for s, ct in gd.misregistered_cts(CT, SP, shifts_mm).items():
+        rows[s] = dict(_scores(predict, ct), **(extra(predict(LR, ct)) if extra else {}))
+    return gd.misregistration_sweep(rows)
+
+
 def test_body_mask_fills_the_lungs_and_the_uninformative_ct_is_water_in_air():
     m = gd.body_mask(CT)
     assert m[LUNG].all() and m[BODY].all() and not m[~BODY].any()
@@ -63,9 +82,9 @@ def test_body_mask_fills_the_lungs_and_the_uninformative_ct_is_water_in_air():
 
 
 def test_a_pet_only_model_has_zero_reliance_and_a_ct_using_one_a_positive_one():
-    r0 = gd.ct_reliance(pet_only, LR, CT, TRUTH, data_range=10.0)
+    r0 = _reliance(pet_only)
     assert r0["reliance_psnr"] == 0.0 and r0["true_psnr"] == r0["uninformative_psnr"]
-    r1 = gd.ct_reliance(oracle, LR, CT, TRUTH, data_range=10.0, with_ssim=True)
+    r1 = _reliance(oracle, with_ssim=True)
     assert r1["reliance_psnr"] > 1.0 and r1["reliance_ssim"] > 0
     assert r1["uninformative_psnr"] == pytest.approx(r0["true_psnr"], abs=1e-6)  # no organ on the flat CT
 
@@ -85,17 +104,15 @@ def test_shift_image_mm_moves_the_content_by_that_many_mm():
 
 
 def test_misregistration_sweep_costs_a_ct_using_model_and_not_a_pet_only_one():
-    rows = gd.misregistration_sweep(oracle, LR, CT, TRUTH, spacing_mm=SP, data_range=10.0, shifts_mm=(0, 2, 5, 10),
-                                    extra=lambda p: {"organ_mean": float(p[ORGAN].mean())})
+    rows = _sweep(oracle, (0, 2, 5, 10), extra=lambda p: {"organ_mean": float(p[ORGAN].mean())})
     assert [r["shift_mm"] for r in rows] == [0, 2, 5, 10]
     psnr = [r["psnr"] for r in rows]
     assert psnr[0] > psnr[1] > psnr[2] > psnr[3]
     assert rows[0]["organ_mean"] > rows[3]["organ_mean"]
-    flat = gd.misregistration_sweep(pet_only, LR, CT, TRUTH, spacing_mm=SP, data_range=10.0)
+    flat = _sweep(pet_only)
     assert len({r["psnr"] for r in flat}) == 1
     # the sweep shifts the CT by the asked distance: the edge-copier's imprint of the cyst follows it
-    rows = gd.misregistration_sweep(edge_copier, LR, CT, TRUTH, spacing_mm=SP, data_range=10.0, shifts_mm=(6,),
-                                    extra=lambda p: {"dip_col": float(np.argmin((p - pet_only(LR, CT))[44]))})
+    rows = _sweep(edge_copier, (6,), extra=lambda p: {"dip_col": float(np.argmin((p - pet_only(LR, CT))[44]))})
     ref = float(np.argmin((edge_copier(LR, CT) - pet_only(LR, CT))[44]))
     assert rows[0]["dip_col"] - ref == pytest.approx(6 / SP[1], abs=1)
 
@@ -139,14 +156,35 @@ def test_pet_only_lesions_lose_contrast_under_a_model_that_trusts_only_the_ct():
         flat = np.abs(np.asarray(ct) - 40.0) < 5
         return np.where(flat, gaussian_blur(up, SP, 12.0), up)
 
-    lesions = [{"center_rc": (20, 16), "diameter_mm": 12.0, "uptake_ratio": 4.0, "has_ct_correlate": False},
-               {"center_rc": (24, 38), "diameter_mm": 16.0, "uptake_ratio": 3.0, "has_ct_correlate": True}]
+    lesions = [{"center_rc": (20, 16), "radius_mm": 6.0, "uptake_ratio": 4.0, "has_ct_correlate": False},
+               {"center_rc": (24, 38), "radius_mm": 8.0, "uptake_ratio": 3.0, "has_ct_correlate": True}]
     bkg = BODY & ~_disk((20, 16), 6) & ~ORGAN & ~LUNG
-    truth = gd.pet_only_recovery(TRUTH, lesions, SP, background_mask=bkg)
-    plain = gd.pet_only_recovery(pet_only(LR, CT), lesions, SP, background_mask=bkg)
-    smoothed = gd.pet_only_recovery(ct_smoother(LR, CT), lesions, SP, background_mask=bkg)
-    assert truth["n"] == plain["n"] == smoothed["n"] == 1  # the lesion with a CT correlate is not counted
+
+    def recovery(img, les=lesions):
+        return gd.pet_only_recovery(gd.lesion_crcs([img], [les], SP, background_masks=[bkg], pet_only=True))
+
+    truth, plain, smoothed = recovery(TRUTH), recovery(pet_only(LR, CT)), recovery(ct_smoother(LR, CT))
+    assert truth["n_lesions"] == plain["n_lesions"] == smoothed["n_lesions"] == 1  # with a CT correlate: not counted
     assert truth["crc"] > plain["crc"] > smoothed["crc"] + 0.1
+    assert len(gd.lesion_crcs([TRUTH], [lesions], SP, background_masks=[bkg])) == 2  # all scored lesions
+    unknown = [{k: v for k, v in les.items() if k != "has_ct_correlate"} for les in lesions]
+    assert recovery(TRUTH, unknown)["n_lesions"] == 0  # a lesion without the key is not taken for PET-only
+    assert recovery(TRUTH, [dict(lesions[0], scored=False)])["n_lesions"] == 0  # only on the slice nearest its centre
+    assert math.isnan(recovery(TRUTH, [])["crc"])
+
+
+def test_image_parts_pool_over_slices_and_studies_as_one_set_of_pixels():
+    pred = pet_only(LR, CT)
+    body = gd.body_mask(CT)
+    whole = gd.pool_image_parts([gd.image_parts(TRUTH, pred, data_range=10.0, mask=body, with_ssim=True)], 10.0)
+    top = gd.image_parts(TRUTH[:32], pred[:32], data_range=10.0, mask=body[:32])
+    bottom = gd.image_parts(TRUTH[32:], pred[32:], data_range=10.0, mask=body[32:])
+    halves = gd.pool_image_parts([top, bottom], 10.0)
+    assert halves["psnr"] == pytest.approx(whole["psnr"], abs=1e-9)  # MSE pooled over pixels, not a mean of PSNRs
+    assert math.isnan(halves["ssim"]) and 0 < whole["ssim"] < 1  # no SSIM asked: none pooled
+    mse = float(np.mean((TRUTH[body] - pred[body]) ** 2))
+    assert whole["psnr"] == pytest.approx(10 * math.log10(100.0 / mse), abs=1e-6)
+    assert math.isnan(gd.pool_image_parts([], 10.0)["psnr"])
 
 
 def test_threshold_at_a_false_positive_rate():

@@ -9,18 +9,13 @@ from typing import Any
 import numpy as np
 
 from ctpet_srgan import metrics
+from ctpet_srgan.guidance import nanmean  # one NaN-ignoring mean for every section
 
 N_BOOT = 2000
 IMAGE_METRICS = ("psnr_pet", "ssim_pet", "psnr_pet_body", "ssim_pet_body",
                  "psnr_ct", "ssim_ct", "psnr_ct_body", "ssim_ct_body")
 GAIN_METRICS = ("psnr_pet", "ssim_pet", "psnr_pet_body", "ssim_pet_body", "crc_mean")
 FUSION_KEYS = ("mi_pet", "mi_ct", "ssim_pet", "ssim_ct", "qabf")
-
-
-def nanmean(v) -> float:
-    """Mean ignoring NaN / None (an infinite value, e.g. the PSNR of an exact output, stays infinite)."""
-    v = [x for x in v if x is not None and not np.isnan(x)]
-    return float(np.mean(v)) if v else float("nan")
 
 
 def nanmedian(v) -> float:

@@ -11,7 +11,7 @@ import numpy as np
 
 from ctpet_srgan import guidance as gd
 from ctpet_srgan import metrics
-from ctpet_srgan.evaluation.aggregate import nanmean, target_row
+from ctpet_srgan.evaluation.aggregate import target_row
 from ctpet_srgan.evaluation.data import PET_ONLY
 from ctpet_srgan.evaluation.lesions import lesion_on_slice, place_lesions, spacing_rc
 from ctpet_srgan.evaluation.scoring import LESION_MARGIN_MM
@@ -58,17 +58,13 @@ def _lesion_free_slices(lesions: list[dict], slices: list[dict]) -> list[bool]:
 
 def _variant_scores(pred: np.ndarray, g: dict, cfg: dict, with_ssim: bool) -> dict:
     """PSNR pieces, SSIM, lesion CRCs and detections of one prediction ([n, H, W] SUV) of a study."""
-    R, sp = cfg["pet_range_suv"], g["spacing"]
-    se, n = metrics.masked_mse(g["truth"], pred, g["body"])
-    ssim = ([metrics.ssim(t, p, data_range=R, mask=b) for t, p, b in zip(g["truth"], pred, g["body"]) if b.any()]
-            if with_ssim else [])
-    crc = [metrics.sphere_contrast(pred[k], les["center_rc"], 2 * les["radius_mm"], sp, les["uptake_ratio"],
-                                   background_mask=g["bkg"][k])["crc"]
-           for k, ls in enumerate(g["per_slice"]) for les in ls if les["scored"]]
+    sp = g["spacing"]
+    parts = gd.image_parts(g["truth"], pred, data_range=cfg["pet_range_suv"], mask=g["body"], with_ssim=with_ssim)
+    crc = gd.lesion_crcs(pred, g["per_slice"], sp, background_masks=g["bkg"])
     det = gd.collect_detections(list(pred), g["accept"], sp, min_threshold=cfg["froc_min_suv"],
                                 min_separation_mm=cfg["min_separation_mm"], masks=list(g["body"]), free=g["free"],
                                 truth_near=g["truth_near"])
-    return dict(se=se, n=n, ssim=ssim, crc=crc, det=det)
+    return dict(parts, crc=crc, det=det)
 
 
 def guidance_study(slices: list[dict], info: dict, run: Callable[[str, np.ndarray | None], np.ndarray],
@@ -93,7 +89,7 @@ def guidance_study(slices: list[dict], info: dict, run: Callable[[str, np.ndarra
     bkg = body.copy()
     for k, ls in enumerate(per_slice):
         for les in ls:
-            les["pet_only"] = lesions[les["id"]].get("has_ct_correlate") is False
+            les["has_ct_correlate"] = lesions[les["id"]].get("has_ct_correlate")
             bkg[k] &= ~metrics.disk_mask(body.shape[1:], les["center_rc"], les["radius_mm"] + LESION_MARGIN_MM, sp)
     g = dict(truth=truth, body=body, bkg=bkg, spacing=sp, per_slice=per_slice,
              truth_near=[gd.local_max(t, cfg["min_separation_mm"], sp) for t in truth],
@@ -105,7 +101,8 @@ def guidance_study(slices: list[dict], info: dict, run: Callable[[str, np.ndarra
         if m.sum() >= 4:
             masks.append(m)
     cts = {"uninformative": gd.uninformative_ct(ct)}
-    cts.update({f"shift_{s:g}": gd.shift_image_mm(ct, (0.0, s), sp) for s in GUIDANCE_SHIFTS_MM if s})
+    shifted = gd.misregistered_cts(ct, sp, [s for s in GUIDANCE_SHIFTS_MM if s])  # along +col; 0 mm is "true"
+    cts.update({f"shift_{s:g}": c for s, c in shifted.items()})
     out = {}
     for m, uses_ct in takes_ct.items():
         pred = np.asarray(run(m, None), np.float64)
@@ -114,18 +111,14 @@ def guidance_study(slices: list[dict], info: dict, run: Callable[[str, np.ndarra
             row[v] = (_variant_scores(np.asarray(run(m, c), np.float64), g, cfg, with_ssim=v == "uninformative")
                       if uses_ct else row["true"])
         row["imprint"] = gd.ct_only_imprint(pred, truth, masks)["per_structure"]
-        row["pet_only_crc"] = [metrics.sphere_contrast(pred[k], les["center_rc"], 2 * les["radius_mm"], sp,
-                                                       les["uptake_ratio"], background_mask=bkg[k])["crc"]
-                               for k, ls in enumerate(per_slice) for les in ls if les["scored"] and les["pet_only"]]
+        row["pet_only_crc"] = gd.lesion_crcs(pred, per_slice, sp, background_masks=bkg, pet_only=True)
         out[m] = row
     return out
 
 
 def _pool(parts: list[dict], cfg: dict) -> dict:
-    se, n = sum(p["se"] for p in parts), sum(p["n"] for p in parts)
-    return dict(psnr=metrics.psnr_from_mse(se / n, cfg["pet_range_suv"]) if n else float("nan"),
-                ssim=nanmean([x for p in parts for x in p["ssim"]]),
-                crc=nanmean([x for p in parts for x in p["crc"]]),
+    """`_variant_scores` of several studies pooled: PSNR / SSIM (`guidance.pool_image_parts`), CRC, detections."""
+    return dict(gd.pool_image_parts(parts, cfg["pet_range_suv"]), crc=gd.nanmean([x for p in parts for x in p["crc"]]),
                 det=gd.merge_detections([p["det"] for p in parts]))
 
 
@@ -144,13 +137,12 @@ def guidance_summary(per_study: dict[str, dict[str, dict]], cfg: dict) -> dict:
         d0 = v["true"]["det"]
         t = max(gd.threshold_at_fp_rate(d0["fp_scores"], d0["n_slices"], GUIDANCE_FP_RATE, d0["fp_truth"]),
                 cfg["froc_min_suv"])
-        rel = {}
-        for k in ("psnr", "ssim", "crc"):
-            rel[f"true_{k}"], rel[f"uninformative_{k}"] = v["true"][k], v["uninformative"][k]
-            rel[f"reliance_{k}"] = v["true"][k] - v["uninformative"][k]
-        sweep = [dict(shift_mm=s, psnr=v[key]["psnr"], crc=v[key]["crc"],
-                      hot_spots_per_free_slice=gd.operating_point(v[key]["det"], t)["hot_spots_per_free_slice"])
-                 for s in GUIDANCE_SHIFTS_MM for key in ["true" if s == 0 else f"shift_{s:g}"]]
+        keys = ("psnr", "ssim", "crc")
+        rel = gd.ct_reliance({k: v["true"][k] for k in keys}, {k: v["uninformative"][k] for k in keys})
+        sweep = gd.misregistration_sweep({
+            s: dict(psnr=v[key]["psnr"], crc=v[key]["crc"],
+                    hot_spots_per_free_slice=gd.operating_point(v[key]["det"], t)["hot_spots_per_free_slice"])
+            for s in GUIDANCE_SHIFTS_MM for key in ["true" if s == 0 else f"shift_{s:g}"]})
         imp = [abs(x) for r in rows for x in r["imprint"] if math.isfinite(x)]
         crcs = [x for r in rows for x in r["pet_only_crc"]]
         det = v["true"]["det"]
@@ -160,7 +152,7 @@ def guidance_summary(per_study: dict[str, dict[str, dict]], cfg: dict) -> dict:
         res[m] = dict(
             reliance=rel, misregistration=sweep,
             ct_only_imprint=dict(imprint=float(np.mean(imp)) if imp else float("nan"), n_structures=len(imp)),
-            pet_only_lesions=dict(crc=nanmean(crcs), n_lesions=int(np.sum(np.isfinite(crcs)))),
+            pet_only_lesions=gd.pet_only_recovery(crcs),
             detection=dict(threshold_suv=t, fp_per_slice=op["fp_per_slice"], sensitivity=op["sensitivity"],
                            n_lesions=op["n_lesions"], hot_spots_per_free_slice=op["hot_spots_per_free_slice"],
                            n_free_slices=det["n_free"], sensitivity_6_10mm=small["sensitivity"],

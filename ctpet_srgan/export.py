@@ -22,13 +22,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ctpet_srgan.atomic import replace_dir, write_json_atomic
+from ctpet_srgan.atomic import replace_dir
 from ctpet_srgan.normalization import Normalization
+from ctpet_srgan.run_config import EXPORT_METADATA, RunConfig
 
 PET_RANGE_SUV = (0.0, 1e4)  # activity is non-negative; SUV beyond 1e4 is Bq/mL or a corrupt request
 CT_RANGE_HU = (-1e4, 1e5)  # metal reaches a few 10^4 HU; beyond is not HU
-_META_KEYS = ("scale", "hr_spacing_mm", "lr_spacing_mm", "normalization", "data_dir", "steps", "git_commit", "vgg",
-              "generator", "demo", "label", "bundled", "clinical_use", "trained_on")
+_META_KEYS = ("schema_version", "scale", "hr_spacing_mm", "lr_spacing_mm", "normalization", "data_dir", "steps",
+              "git_commit", "vgg", "generator", "demo", "label", "bundled", "clinical_use", "trained_on")
 
 
 def build_serving_module(model, normalization: Normalization, scale: int, ct_input: str | None):
@@ -99,10 +100,17 @@ def build_serving_module(model, normalization: Normalization, scale: int, ct_inp
     return module
 
 
-def export_metadata(run_config: dict[str, Any], ct_input: str | None) -> dict[str, Any]:
-    """assets/metadata.json: what a client needs to feed the export (grid, units, normalisation, provenance)."""
-    meta = {k: run_config[k] for k in _META_KEYS if k in run_config}
-    scale = int(run_config.get("scale") or run_config["generator"]["scale"])
+def export_metadata(run_config: RunConfig | dict[str, Any], ct_input: str | None) -> dict[str, Any]:
+    """assets/metadata.json: what a client needs to feed the export (grid, units, normalisation, provenance).
+
+    Args:
+        run_config: the model's RunConfig (or its dict); ct_input: the grid of its CT input ("hr", "lr", None).
+    Returns:
+        The run_config's provenance keys with the signature's inputs and outputs (a RunConfig document too).
+    """
+    cfg = RunConfig.coerce(run_config).to_dict()
+    meta = {k: cfg[k] for k in _META_KEYS if k in cfg}
+    scale = int(cfg["scale"])
     meta.update(
         scale=scale,
         ct_input=ct_input,
@@ -121,7 +129,7 @@ def export_metadata(run_config: dict[str, Any], ct_input: str | None) -> dict[st
 
 def export_savedmodel(
     model,
-    run_config: dict[str, Any],
+    run_config: RunConfig | dict[str, Any],
     export_root: str | os.PathLike,
     model_name: str,
     version: int,
@@ -130,7 +138,7 @@ def export_savedmodel(
 ) -> Path:
     """Writes ROOT/model_name/version atomically and returns that folder.
 
-    `model`: a Keras generator in normalised units; `run_config`: the run_config.json dict (scale,
+    `model`: a Keras generator in normalised units; `run_config`: its RunConfig or run_config.json dict (scale,
     normalization, spacings, data_dir, steps, git_commit). Refuses an existing version unless `overwrite`.
     """
     import tensorflow as tf
@@ -144,9 +152,10 @@ def export_savedmodel(
     names = names or set(model.input.keys() if isinstance(model.input, dict) else [])
     from ctpet_srgan.models import ct_input_of
 
-    ct_input = ct_input_of(names, (run_config.get("generator") or {}).get("ct_mode"))
-    meta = export_metadata(run_config, ct_input)
-    norm = Normalization.from_dict(run_config.get("normalization") or {})
+    cfg = RunConfig.coerce(run_config)
+    ct_input = ct_input_of(names, cfg.ct_mode)  # the model's CT input, checked against the run_config's ct_mode
+    meta = export_metadata(cfg, ct_input)
+    norm = cfg.normalization
     final = Path(export_root) / model_name / str(version)
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final}: version {version} exists (pass --overwrite to replace it)")
@@ -156,7 +165,7 @@ def export_savedmodel(
     try:
         module = build_serving_module(model, norm, meta["scale"], ct_input)
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
-        write_json_atomic(tmp / "assets" / "metadata.json", meta)
+        RunConfig.from_dict(meta, final / EXPORT_METADATA).save(tmp / EXPORT_METADATA)
         replace_dir(tmp, final)
     finally:
         if tmp.exists():

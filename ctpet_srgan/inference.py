@@ -13,7 +13,6 @@ slice size.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 from ctpet_srgan.degradation import degrade_ct
 from ctpet_srgan.geometry import Volume
 from ctpet_srgan.normalization import Normalization
+from ctpet_srgan.run_config import RunConfig
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "demo_model"
 DEMO_LABEL = "phantom-trained demo model, not for clinical use"
@@ -383,8 +383,8 @@ def _resolve(path: str | Path | None) -> Path:
     return path
 
 
-def load_generator(path: str | Path | None = None) -> tuple[Any, dict[str, Any], str]:
-    """(Keras generator in normalised units, run_config dict, source) from a model folder (run_config.json
+def load_generator(path: str | Path | None = None) -> tuple[Any, RunConfig, str]:
+    """(Keras generator in normalised units, its RunConfig, source) from a model folder (run_config.json
     with best_generator.keras, generator.keras or ckpt/) or a .keras file beside a run_config.json."""
     path = _resolve(path)
     if path.is_dir():
@@ -415,11 +415,9 @@ def _savedmodel_dir(path: Path) -> Path | None:
     return max(versions, key=lambda p: int(p.name)) if versions else None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: unreadable JSON ({e})") from e
+def _read_config(path: Path) -> RunConfig:
+    """The checked RunConfig of a run_config.json / assets/metadata.json (InputError "PATH: problem")."""
+    return RunConfig.load(path)
 
 
 def _keras_raw(model, norm: Normalization, ct_key: str | None) -> RawFn:
@@ -443,22 +441,20 @@ def _keras_raw(model, norm: Normalization, ct_key: str | None) -> RawFn:
     return raw
 
 
-def predictor_from_keras(model, run_config: dict[str, Any], source: str = "") -> Predictor:
-    """A Predictor around an in-memory Keras generator and its run_config (scale, normalisation)."""
+def predictor_from_keras(model, run_config: RunConfig | dict[str, Any], source: str = "") -> Predictor:
+    """A Predictor around an in-memory Keras generator and its run_config (a RunConfig or its dict: scale,
+    normalisation)."""
     from ctpet_srgan.models import CT_INPUT_NAME, ct_input_of
 
     names = _input_names(model)
-    gen = run_config.get("generator") or {}
+    cfg = RunConfig.coerce(run_config, source or "run_config")
     try:
-        ct_input = ct_input_of(names, gen.get("ct_mode"))
+        ct_input = ct_input_of(names, cfg.ct_mode)  # the model's CT input, checked against the ct_mode
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from None
     ct_key = CT_INPUT_NAME.get(ct_input)
-    scale = int(run_config.get("scale") or gen.get("scale") or 0)
-    if scale < 1:
-        raise ValueError(f"{source}: run_config has no scale")
-    norm = Normalization.from_dict(run_config.get("normalization") or {})
-    meta = dict(run_config)
+    scale, norm = cfg.scale, cfg.normalization
+    meta = cfg.to_dict()
     meta.update(source=source, format="keras", ct_input=ct_input)
     return Predictor(_keras_raw(model, norm, ct_key), scale=scale, ct_input=ct_input, metadata=meta)
 
@@ -479,11 +475,11 @@ def _import_models() -> None:
             raise
 
 
-def _load_keras(path: Path, config_path: Path) -> tuple[Any, dict[str, Any], str]:
+def _load_keras(path: Path, config_path: Path) -> tuple[Any, RunConfig, str]:
     import keras
 
     _import_models()
-    cfg = _read_json(config_path)
+    cfg = _read_config(config_path)
     try:
         model = keras.saving.load_model(str(path), safe_mode=True, compile=False)
     except Exception as e:  # keras raises many types for a corrupt or foreign file
@@ -491,13 +487,13 @@ def _load_keras(path: Path, config_path: Path) -> tuple[Any, dict[str, Any], str
     return model, cfg, str(path)
 
 
-def _load_checkpoint(ckpt_dir: Path, config_path: Path) -> tuple[Any, dict[str, Any], str]:
+def _load_checkpoint(ckpt_dir: Path, config_path: Path) -> tuple[Any, RunConfig, str]:
     import tensorflow as tf
 
     from ctpet_srgan import models
 
-    cfg = _read_json(config_path)
-    model = models.build_generator(models.GeneratorConfig.from_dict(cfg["generator"]))
+    cfg = _read_config(config_path)
+    model = models.build_generator(cfg.generator_config())
     latest = tf.train.latest_checkpoint(str(ckpt_dir))
     if latest is None:
         raise ValueError(f"{ckpt_dir}: no checkpoint found")
@@ -514,7 +510,7 @@ def _load_savedmodel(path: Path) -> Predictor:
     meta_path = path / "assets" / "metadata.json"
     if not meta_path.exists():
         raise ValueError(f"{path}: SavedModel without assets/metadata.json (not a ctpet-srgan export)")
-    meta = _read_json(meta_path)
+    cfg = _read_config(meta_path)
     loaded = tf.saved_model.load(str(path))
     fn = loaded.signatures["serving_default"]
     has_ct = "ct" in fn.structured_input_signature[1]
@@ -527,6 +523,6 @@ def _load_savedmodel(path: Path) -> Predictor:
         return out["sr_pet"].numpy(), (out["sr_ct"].numpy() if "sr_ct" in out else None)
 
     raw.loaded = loaded  # keep the restored object alive
-    meta = dict(meta)
+    meta = cfg.to_dict()
     meta.update(source=str(path), format="saved_model")
-    return Predictor(raw, scale=int(meta["scale"]), ct_input=meta.get("ct_input"), metadata=meta)
+    return Predictor(raw, scale=cfg.scale, ct_input=cfg.ct_input if has_ct else None, metadata=meta)

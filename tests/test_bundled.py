@@ -21,10 +21,12 @@ def test_bundle_real_labels_it_and_records_what_it_was_trained_on(tmp_path):
 
     data = tmp_path / "data"
     data.mkdir()
-    studies = {f"{i:016x}": {"has_mask": i != 3} for i in range(6)}
+    split_of = {f"{i:016x}": "train" if i < 4 else "val" if i == 4 else "test" for i in range(6)}
+    studies = {h: {"has_mask": i != 3, "split": split_of[h], "slices": 0} for i, h in enumerate(split_of)}
     (data / "manifest.json").write_text(json.dumps({
-        "splits": {"train": {"studies": list(studies)[:4]}, "val": {"studies": list(studies)[4:5]},
-                   "test": {"studies": list(studies)[5:]}},
+        "scale": 2, "normalization": {},
+        "splits": {s: {"studies": [h for h in split_of if split_of[h] == s], "examples": 0, "shards": []}
+                   for s in ("train", "val", "test")},
         "studies": studies, "split_seed": 0, "hr_spacing_mm": [5.0, 5.0, 3.0], "lr_spacing_mm": [10.0, 10.0, 3.0],
         "degradation": {"extra_fwhm_mm_no_truth": 8.0}}))
     model, rc = tiny_generator("s2d", seed=4)

@@ -27,6 +27,8 @@ if str(ROOT) not in sys.path:
 
 F = flags.FLAGS
 from ctpet_srgan.inference import BUNDLED, DEMO_LABEL, REAL_LABEL  # noqa: E402
+from ctpet_srgan.manifest import Manifest  # noqa: E402
+from ctpet_srgan.run_config import RUN_CONFIG, RunConfig  # noqa: E402
 
 LABEL = DEMO_LABEL  # kept for callers of the demo-only version
 KINDS: dict[str, dict[str, str]] = {
@@ -45,21 +47,22 @@ KINDS: dict[str, dict[str, str]] = {
 }
 
 
-def trained_on(cfg: dict[str, Any], kind: str) -> dict[str, Any]:
+def trained_on(cfg: RunConfig, kind: str) -> dict[str, Any]:
     """What the model was trained on: the data description, and from the set's manifest (when it is at hand) the
-    split sizes, split seed, grids and degradation."""
+    split sizes, split seed, grids and degradation. An invalid manifest is an InputError naming it."""
     out: dict[str, Any] = {"data": KINDS[kind]["data"]}
-    data_dir = Path(str(cfg.get("data_dir", "")))
+    data_dir = Path(str(cfg.extra.get("data_dir", "")))
     if not data_dir.is_absolute():
         data_dir = ROOT / data_dir
     try:
-        m = json.loads((data_dir / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        m = Manifest.load(data_dir)
+    except FileNotFoundError:
         return out
-    out.update({f"{s}_studies": len(m["splits"][s]["studies"]) for s in ("train", "val", "test") if s in m["splits"]})
-    out.update(split_seed=m.get("split_seed"), degradation=m.get("degradation"),
-               hr_spacing_mm=m.get("hr_spacing_mm"), lr_spacing_mm=m.get("lr_spacing_mm"),
-               with_tumour_masks=sum(bool(s.get("has_mask")) for s in m.get("studies", {}).values()))
+    out.update({f"{s}_studies": len(m.splits[s].studies) for s in ("train", "val", "test") if s in m.splits})
+    spacing = {k: None if v is None else list(v) for k, v in (("hr_spacing_mm", m.hr_spacing_mm),
+                                                               ("lr_spacing_mm", m.lr_spacing_mm))}
+    out.update(split_seed=m.split_seed, degradation=dict(m.degradation), **spacing,
+               with_tumour_masks=sum(e.has_mask for e in m.studies.values()))
     return out
 
 
@@ -74,42 +77,43 @@ def bundle(model_dir: Path, dest: Path | None = None, *, name: str = "demo", sco
     import keras
 
     import ctpet_srgan.models  # noqa: F401 (registers the custom layers)
-    from ctpet_srgan.atomic import replace_dir, write_json_atomic
+    from ctpet_srgan.atomic import replace_dir
 
     if name not in KINDS:
         raise ValueError(f"--name must be one of {sorted(KINDS)}, not {name!r}")
     kind = KINDS[name]
     dest = Path(dest) if dest else BUNDLED[name]
     src = next((model_dir / n for n in ("best_generator.keras", "generator.keras") if (model_dir / n).exists()), None)
-    cfg_path = model_dir / "run_config.json"
+    cfg_path = model_dir / RUN_CONFIG
     if src is None or not cfg_path.exists():
         raise FileNotFoundError(f"{model_dir}: needs run_config.json and best_generator.keras or generator.keras")
     size_mb = src.stat().st_size / 2**20
     if size_mb > max_mb:
         raise ValueError(f"{src}: {size_mb:.1f} MB is over --max_mb {max_mb} (train a smaller generator)")
     keras.saving.load_model(str(src), safe_mode=True, compile=False)  # must load without unsafe deserialisation
-    cfg = json.loads(cfg_path.read_text())
-    cfg.update(demo=name == "demo", bundled=name, label=kind["label"], clinical_use=False, bundled_from=src.name,
-               trained_on=trained_on(cfg, name))
-    data_dir = Path(str(cfg.get("data_dir", "")))
+    cfg = RunConfig.load(cfg_path)
+    extra = dict(demo=name == "demo", bundled=name, label=kind["label"], clinical_use=False, bundled_from=src.name,
+                 trained_on=trained_on(cfg, name))
+    data_dir = Path(str(cfg.extra.get("data_dir", "")))
     if data_dir.is_absolute() and data_dir.is_relative_to(ROOT):  # no machine-specific paths in the repo
-        cfg["data_dir"] = str(data_dir.relative_to(ROOT))
+        extra["data_dir"] = str(data_dir.relative_to(ROOT))
     if scores is not None:
-        cfg["scores"] = scores
+        extra["scores"] = scores
     if command:
-        cfg["trained_with"] = command
+        extra["trained_with"] = command
+    cfg = cfg.replace(**extra)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private
     try:
         shutil.copyfile(src, tmp / "generator.keras")
-        write_json_atomic(tmp / "run_config.json", cfg)
+        cfg.save(tmp)
         notes = [f"# {kind['title']}\n\n**{kind['label'][0].upper() + kind['label'][1:]}.** {kind['what']}\n",
                  f"Load it with `--model bundled:{name}` (generate.py, evaluate.py) or"
                  f" `python export_savedmodel.py --bundled {name} ...`.\n"]
         if command:
             notes.append(f"Trained with `{command}`; bundled with `python tools/bundle_demo_model.py --name {name}`.\n")
-        notes.append("Trained on:\n\n```json\n" + json.dumps(cfg["trained_on"], indent=1) + "\n```\n")
+        notes.append("Trained on:\n\n```json\n" + json.dumps(cfg.extra["trained_on"], indent=1) + "\n```\n")
         if scores is not None:
             notes.append(f"Scores ({kind['scores_of']}):\n\n```json\n" + json.dumps(scores, indent=1) + "\n```\n")
         (tmp / "README.md").write_text("\n".join(notes))

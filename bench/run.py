@@ -562,8 +562,7 @@ def bench_prep(work: Path, sizes: Sizes, scale: int) -> tuple[dict, Path]:
     for w in (1, 2):
         dest = work / f"prepared_w{w}"
         t = time.perf_counter()
-        specs = cv.discover_studies(root, log=quiet)
-        cv.convert(specs, dest, cv.ConvertConfig(scale=scale), workers=w, log=quiet)
+        cv.convert(cv.StudyTree(str(root)), dest, cv.ConvertConfig(scale=scale), workers=w, log=quiet)  # workers scan
         secs = time.perf_counter() - t
         out[f"convert_{w}"] = {"seconds": secs, "slices_per_s": len(files) / secs}
         data_dir = data_dir or dest

@@ -19,13 +19,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from absl import app, flags
+from absl import flags
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-F = flags.FLAGS
+from ctpet_srgan import cli  # noqa: E402
+from ctpet_srgan.tf_quiet import import_tensorflow  # noqa: E402
+
+import_tensorflow()  # before ctpet_srgan.inference imports it: no start-up lines that are not errors
 from ctpet_srgan.inference import BUNDLED, DEMO_LABEL, REAL_LABEL  # noqa: E402
 from ctpet_srgan.manifest import Manifest  # noqa: E402
 from ctpet_srgan.run_config import RUN_CONFIG, RunConfig  # noqa: E402
@@ -123,24 +126,30 @@ def bundle(model_dir: Path, dest: Path | None = None, *, name: str = "demo", sco
     return dest
 
 
-def main(argv):
-    del argv
+def define_flags(fv: flags.FlagValues) -> None:
+    """The command line, defined in `fv` (importing `bundle` defines no absl flag)."""
+    d = dict(flag_values=fv)
+    flags.DEFINE_string("model_dir", None, "Model directory written by train_keras.py.", required=True, **d)
+    flags.DEFINE_enum("name", "demo", sorted(KINDS), "Which bundled model: demo (phantoms) or real (IBSI STS).", **d)
+    flags.DEFINE_string("dest", None, "Destination folder (default ctpet_srgan/assets/<name>_model).", **d)
+    flags.DEFINE_string("scores_json", None, "Optional JSON of evaluation scores to record in run_config.json.", **d)
+    flags.DEFINE_string("command", None, "The command that trained the model (recorded in run_config.json).", **d)
+    flags.DEFINE_float("max_mb", 8.0, "Refuse a generator file larger than this.", **d)
+
+
+def _bundle(F: flags.FlagValues) -> int:
     scores = json.loads(Path(F.scores_json).read_text()) if F.scores_json else None
     out = bundle(Path(F.model_dir), Path(F.dest) if F.dest else None, name=F.name, scores=scores, command=F.command,
                  max_mb=F.max_mb)
     print(f"bundled {F.model_dir} -> {out} ({KINDS[F.name]['label']})")
+    return 0
 
 
-def _define_flags() -> None:
-    """Defined only when run as a script, so importing `bundle` defines no absl flags."""
-    flags.DEFINE_string("model_dir", None, "Model directory written by train_keras.py.", required=True)
-    flags.DEFINE_enum("name", "demo", sorted(KINDS), "Which bundled model: demo (phantoms) or real (IBSI STS).")
-    flags.DEFINE_string("dest", None, "Destination folder (default ctpet_srgan/assets/<name>_model).")
-    flags.DEFINE_string("scores_json", None, "Optional JSON of evaluation scores to record in run_config.json.")
-    flags.DEFINE_string("command", None, "The command that trained the model (recorded in run_config.json).")
-    flags.DEFINE_float("max_mb", 8.0, "Refuse a generator file larger than this.")
+def main(argv: list[str] | None = None) -> int:
+    """`python tools/bundle_demo_model.py ARGS` in-process (argv: the arguments after the program name); the exit
+    status (2 with one line `PATH: problem` on stderr for bad input or flags)."""
+    return cli.main(define_flags, _bundle, argv, prog="tools/bundle_demo_model.py")
 
 
 if __name__ == "__main__":
-    _define_flags()
-    app.run(main)
+    cli.run(define_flags, _bundle)

@@ -399,6 +399,10 @@ def test_guidance_numbers_have_known_answers_on_a_constructed_study():
     assert cop["reliance"]["reliance_psnr"] < 0  # the CT hurts it
     # hallucinations at the matched false-positive rate (0.5 / slice of 6 slices: the 2 spots pass)
     assert hal["detection"]["n_free_slices"] == 2 and hal["detection"]["hot_spots_per_free_slice"] == 1.0
+    hd = hal["detection"]
+    assert hd["shared_threshold_suv"] == 2.5 and hd["hot_spots_per_free_slice_shared"] == 1.0
+    assert ms["bicubic"]["detection"]["hot_spots_per_free_slice_shared"] == 0.0
+    assert [r["hot_spots_per_free_slice_shared"] for r in hal["misregistration"]] == [1.0] * 4
     assert orc["detection"]["hot_spots_per_free_slice"] == 0.0 and orc["detection"]["sensitivity_6_10mm"] == 1.0
     assert orc["detection"]["n_6_10mm"] == 1 and orc["detection"]["n_6_10mm_low_contrast"] == 0  # 4:1 is not low
     t = {(r["target"].split(":")[0], r["target"].split(":")[1].split()[0]): r["met"]
@@ -406,6 +410,39 @@ def test_guidance_numbers_have_known_answers_on_a_constructed_study():
     assert t[("oracle", "CT")] is True and t[("oracle", "PSNR")] is True and t[("oracle", "PET-only")] is True
     assert t[("copier", "CT-only")] is False and t[("copier", "CT")] is False
     assert t[("hallucinator", "hot")] is False and t[("oracle", "hot")] is True
+
+
+def test_hot_spots_are_compared_at_one_shared_threshold_for_every_method():
+    """Bicubic's noise puts its own 0.5 FP/slice threshold above its noise spikes (0 hot spots there, a bar no model
+    could pass); at the one shared threshold a model that adds spots scores more than bicubic, one that adds none
+    does not."""
+    slices, info = _guided_study()
+    clean = evaluation.upsample(np.stack([s["lr_pet"] for s in slices]), 2, "INTER_CUBIC")
+    noisy = clean.copy()
+    noisy[:, 44:46, 14:16] = noisy[:, 20:22, 44:46] = 4.0  # two 4 SUV noise spikes on every slice, in the body
+    adder = noisy.copy()
+    adder[4:, 40:42, 20:22] = 5.0  # and a spurious spot on the two lesion-free slices
+    fakes = dict(bicubic=noisy, denoiser=clean, same=noisy.copy(), adder=adder)
+    cfg = evaluation.scoring_config(10.0, (-1024.0, 3071.0), 2.5, 1.0, 5.0)
+    raw = evaluation.guidance_study(slices, info, lambda m, ct: fakes[m], {m: False for m in fakes}, cfg)
+    g = evaluation.guidance_summary({"A": raw}, cfg)
+    d = {m: r["detection"] for m, r in g["methods"].items()}
+    assert d["bicubic"]["threshold_suv"] > 4.0 and d["bicubic"]["hot_spots_per_free_slice"] == 0.0  # the old bar
+    assert {x["shared_threshold_suv"] for x in d.values()} == {2.5}
+    assert d["bicubic"]["hot_spots_per_free_slice_shared"] == 2.0
+    assert d["adder"]["hot_spots_per_free_slice_shared"] == 3.0
+    assert d["denoiser"]["hot_spots_per_free_slice_shared"] == 0.0
+    rows = {r["target"].split(":")[0]: r for r in evaluation.guidance_targets(g, ["denoiser", "same", "adder"])
+            if "hot spots" in r["target"]}
+    assert rows["adder"]["met"] is False and rows["adder"]["margin"] == pytest.approx(-1.0)
+    assert rows["same"]["met"] is True and rows["same"]["margin"] == 0.0  # bicubic's own image: no more than bicubic
+    assert rows["denoiser"]["met"] is True and rows["denoiser"]["margin"] == pytest.approx(2.0)
+    assert "at 2.5 SUV (every method)" in rows["adder"]["target"]
+    cfg3 = evaluation.scoring_config(10.0, (-1024.0, 3071.0), 4.5, 1.0, 5.0)  # the shared threshold is det_threshold
+    d3 = evaluation.guidance_summary({"A": evaluation.guidance_study(slices, info, lambda m, ct: fakes[m],
+                                                                     {m: False for m in fakes}, cfg3)}, cfg3)
+    assert d3["methods"]["bicubic"]["detection"]["hot_spots_per_free_slice_shared"] == 0.0  # 4 SUV spikes < 4.5
+    assert d3["methods"]["adder"]["detection"]["hot_spots_per_free_slice_shared"] == 1.0
 
 
 def test_a_guided_set_gets_the_guidance_section_automatically(phantom_dir, tmp_path):
@@ -427,6 +464,7 @@ def test_a_guided_set_gets_the_guidance_section_automatically(phantom_dir, tmp_p
     assert [t["met"] for t in res["guidance"]["targets"]][0] is False
     md = (tmp_path / "out" / "results.md").read_text()
     assert "## CT guidance (issue 12)" in md and "Guidance targets (issue 12)" in md
+    assert "| hot spots / free slice at 2.5 SUV |" in md and "hot spots per lesion-free slice at 2.5 SUV" in md
     plain = evaluation.evaluate(phantom_dir, tmp_path / "plain", models, n_figures=0, ct_ablation=False)
     assert plain["guidance"] is None  # not a guided world
     forced = evaluation.evaluate(phantom_dir, tmp_path / "forced", models, n_figures=0, ct_ablation=False,

@@ -135,21 +135,21 @@ def targets(med: dict[str, dict], gain: dict | None, ablation: dict | None, fuse
     t = TARGETS
     d_psnr = f.get("psnr_pet_body", nan) - b.get("psnr_pet_body", nan)
     out = [target_row(f"{fused}: median PSNR (body) - bicubic's >= {t['psnr_over_bicubic_db']:g} dB", d_psnr,
-                   t["psnr_over_bicubic_db"], d_psnr - t["psnr_over_bicubic_db"])]
+                      t["psnr_over_bicubic_db"], d_psnr - t["psnr_over_bicubic_db"])]
     lim = t["suvmax_fraction_of_bicubic"] * b.get("abs_suvmax_err", nan)
     v = f.get("abs_suvmax_err", nan)
     out.append(target_row(f"{fused}: median |SUVmax error| <= {t['suvmax_fraction_of_bicubic']:g} x bicubic's", v, lim,
-                       lim - v))
+                          lim - v))
     v = f.get("abs_suvmean_err", nan)
     out.append(target_row(f"{fused}: median |SUVmean error| <= {t['suvmean_abs_error']:g}", v, t["suvmean_abs_error"],
-                       t["suvmean_abs_error"] - v))
+                          t["suvmean_abs_error"] - v))
     g = (gain or {}).get("metrics", {}).get("psnr_pet_body", {})
     lo = (g.get("ci95") or [nan, nan])[0]
     lo = nan if lo is None else lo
     out.append(target_row(f"{fused} - pet_only: mean PSNR (body) gain > 0 with its 95% CI above 0",
-                       g.get("mean", nan) if g.get("mean") is not None else nan, 0.0, lo,
-                       met=bool(lo > 0) if np.isfinite(lo) else None))
+                          g.get("mean", nan) if g.get("mean") is not None else nan, 0.0, lo,
+                          met=bool(lo > 0) if np.isfinite(lo) else None))
     v = (ablation or {}).get("median_diff", {}).get("psnr_pet_body", nan)
     out.append(target_row(f"{fused}: real CT - water CT median PSNR (body) >= {t['real_over_water_ct_db']:g} dB", v,
-                       t["real_over_water_ct_db"], v - t["real_over_water_ct_db"]))
+                          t["real_over_water_ct_db"], v - t["real_over_water_ct_db"]))
     return out

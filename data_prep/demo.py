@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ctpet_srgan import records
+from ctpet_srgan.manifest import MANIFEST, Manifest
 
 
 def ensure_demo_data(data_dir: str, *, cases: int = 8, seed: int = 0, scale: int = 2, workers: int = 1,
@@ -19,10 +19,10 @@ def ensure_demo_data(data_dir: str, *, cases: int = 8, seed: int = 0, scale: int
     from data_prep.phantom import PhantomConfig, write_phantom_studies
 
     out = Path(data_dir)
-    if (out / records.MANIFEST).exists():
-        m = records.read_manifest(out)
-        if int(m["scale"]) != int(scale):
-            raise ValueError(f"{out}: holds a scale-{m['scale']} set, scale {scale} was asked for;"
+    if (out / MANIFEST).exists():
+        m = Manifest.load(out)
+        if m.scale != int(scale):
+            raise ValueError(f"{out}: holds a scale-{m.scale} set, scale {scale} was asked for;"
                              " use another directory")
         return
     dicom = out / "phantom_dicom"

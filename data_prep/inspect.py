@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ctpet_srgan import records
+from ctpet_srgan.manifest import MANIFEST, Manifest
 from data_prep.convert import prepared_studies
 
 
@@ -28,46 +28,46 @@ def inspect(data_dir: str | Path, *, verify: bool = False) -> dict[str, Any]:
         raise InputError(d, "does not exist")
     if not d.is_dir():
         raise InputError(d, "is not a folder (give the --out folder of data_prep convert)")
-    if not (d / records.MANIFEST).exists():
+    if not (d / MANIFEST).exists():
         done = prepared_studies(d)
         return {"dir": str(d), "complete": False, "prepared_studies": len(done),
                 "problems": ["no manifest.json: missing or unfinished (rerun convert with the same --out)"]}
-    m = records.read_manifest(d)
+    m = Manifest.load(d)
     problems = []
     splits = {}
     counted = {"shards": 0, "records": 0}
-    for split, s in m["splits"].items():
-        for sh in s["shards"]:
-            p = d / sh["file"]
+    for split, s in m.splits.items():
+        for sh in s.shards:
+            p = d / sh.file
             if not p.exists():
-                problems.append(f"{sh['file']}: missing")
+                problems.append(f"{sh.file}: missing")
             elif verify:
-                n = _count_records(p, m.get("compression", ""))
+                n = _count_records(p, m.compression)
                 counted["shards"] += 1
                 counted["records"] += n
-                if n != sh["examples"]:
-                    problems.append(f"{sh['file']}: {n} records, manifest says {sh['examples']}")
-        if sum(sh["examples"] for sh in s["shards"]) != s["examples"]:
-            problems.append(f"split {split}: shard counts do not add up to {s['examples']}")
-        splits[split] = {"studies": len(s["studies"]), "examples": s["examples"], "shards": len(s["shards"])}
-    studies = m["studies"]
+                if n != sh.examples:
+                    problems.append(f"{sh.file}: {n} records, manifest says {sh.examples}")
+        if sum(sh.examples for sh in s.shards) != s.examples:
+            problems.append(f"split {split}: shard counts do not add up to {s.examples}")
+        splits[split] = {"studies": len(s.studies), "examples": s.examples, "shards": len(s.shards)}
+    studies = m.studies.values()
     return {
         "dir": str(d),
         "complete": not problems,
-        "schema_version": m["schema_version"],
-        "scale": m["scale"],
-        "hr_spacing_mm": m["hr_spacing_mm"],
-        "lr_spacing_mm": m["lr_spacing_mm"],
-        "hr_shapes": sorted({tuple(s["hr_shape"]) for s in studies.values()}),
-        "compression": m.get("compression", "") or "none",
+        "schema_version": m.schema_version,
+        "scale": m.scale,
+        "hr_spacing_mm": None if m.hr_spacing_mm is None else list(m.hr_spacing_mm),
+        "lr_spacing_mm": None if m.lr_spacing_mm is None else list(m.lr_spacing_mm),
+        "hr_shapes": sorted({s.hr_shape for s in studies if s.hr_shape is not None}),
+        "compression": m.compression or "none",
         "studies": len(studies),
-        "with_truth": sum(1 for s in studies.values() if s.get("has_truth")),
-        "lesions": sum(len(s.get("lesions", [])) for s in studies.values()),
-        "lesion_free_studies": sum(1 for s in studies.values() if not s.get("lesions")),
-        "examples": sum(s["examples"] for s in m["splits"].values()),
+        "with_truth": sum(1 for s in studies if s.has_truth),
+        "lesions": sum(len(s.lesions) for s in studies),
+        "lesion_free_studies": sum(1 for s in studies if not s.lesions),
+        "examples": sum(s.examples for s in m.splits.values()),
         "splits": splits,
-        "degradation": m.get("degradation", {}),
-        "normalization": m.get("normalization", {}),
+        "degradation": dict(m.degradation),
+        "normalization": m.normalization.to_dict(),
         "problems": problems,
         "verified": (f"read every record of {counted['shards']} shards ({counted['records']} records) and compared "
                      "the counts with the manifest") if verify else None,

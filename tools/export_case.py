@@ -37,9 +37,9 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from ctpet_srgan import records  # noqa: E402
 from ctpet_srgan.errors import InputError  # noqa: E402
 from ctpet_srgan.geometry import Volume  # noqa: E402
+from ctpet_srgan.manifest import Manifest  # noqa: E402
 
 NOMINAL_WEIGHT_KG = 70.0
 NOMINAL_DOSE_BQ = 3.7e8
@@ -65,7 +65,7 @@ class Case:
     has_truth: bool
 
 
-def choose_study(manifest: dict[str, Any], data_dir: Path, *, split: str | None = None, index: int | None = None,
+def choose_study(manifest: Manifest, data_dir: Path, *, split: str | None = None, index: int | None = None,
                  study: str | None = None) -> tuple[str, str, int]:
     """The (study hash, split, index in that split) asked for: by `study` hash, or by `split` and `index`.
 
@@ -75,15 +75,13 @@ def choose_study(manifest: dict[str, Any], data_dir: Path, *, split: str | None 
         if not STUDY_HASH.fullmatch(study):
             raise InputError(data_dir, f"--study {study!r} is not a study hash (16 hex digits, as in manifest.json);"
                                        " studies are never chosen by patient folder name")
-        meta = manifest["studies"].get(study)
-        if meta is None:
+        entry = manifest.studies.get(study)
+        if entry is None:
             raise InputError(data_dir, f"no study {study} in manifest.json")
-        sp = meta["split"]
-        return study, sp, manifest["splits"][sp]["studies"].index(study)
+        sp = entry.split
+        return study, sp, manifest.splits[sp].studies.index(study)
     sp = split or "test"
-    if sp not in manifest["splits"]:
-        raise InputError(data_dir, f"no split {sp!r}; it has {sorted(manifest['splits'])}")
-    names = manifest["splits"][sp]["studies"]
+    names = manifest.split(sp, data_dir).studies
     i = 0 if index is None else int(index)
     if not 0 <= i < len(names):
         raise InputError(data_dir, f"--index {i} is outside the {len(names)} studies of split {sp!r}")
@@ -127,15 +125,15 @@ def load_case(data_dir: str | Path, *, split: str | None = None, index: int | No
     from ctpet_srgan.evaluation import iter_studies
 
     data_dir = Path(data_dir)
-    manifest = records.read_manifest(data_dir)
+    manifest = Manifest.load(data_dir)
     h, sp, i = choose_study(manifest, data_dir, split=split, index=index, study=study)
     slices = next((sl for name, sl in iter_studies(data_dir, sp) if name == h), None)
     if not slices:
         raise InputError(data_dir, f"study {h} is listed in split {sp!r} but its records hold no slices")
-    want = int(manifest["studies"].get(h, {}).get("slices", len(slices)))
+    want = manifest.studies[h].slices if h in manifest.studies else len(slices)
     if len(slices) != want:
         raise InputError(data_dir, f"study {h}: {len(slices)} slices in the records, manifest.json says {want}")
-    scale = int(manifest["scale"])
+    scale = manifest.scale
     hr_aff = volume_affine(slices, data_dir)
     stack = lambda k: np.stack([s[k] for s in slices]).astype(np.float32)  # noqa: E731
     mask = None

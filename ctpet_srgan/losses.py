@@ -64,3 +64,19 @@ def generator_adv_loss(real_logits, fake_logits, kind: str = "standard") -> tf.T
         r, f = tf.cast(real_logits, tf.float32), tf.cast(fake_logits, tf.float32)
         return _bce(False, r - tf.reduce_mean(f)) + _bce(True, f - tf.reduce_mean(r))
     raise ValueError(f"adversarial loss must be one of {ADV_LOSSES}, got {kind!r}")
+
+
+def discriminator_accuracy(real_logits, fake_logits, kind: str = "standard") -> tf.Tensor:
+    """Per-example accuracy [B] of the discriminator's decisions, 0.5 = chance.
+
+    standard: mean of [C(real) > 0] and [C(fake) < 0]. relativistic: the decisions its loss trains, mean of
+    [C(real) > mean C(fake)] and [C(fake) < mean C(real)] (means over the batch). Logits [B, ...] are averaged over
+    any non-batch axes first.
+    """
+    r = tf.reduce_mean(tf.reshape(tf.cast(real_logits, tf.float32), [tf.shape(real_logits)[0], -1]), axis=1)
+    f = tf.reduce_mean(tf.reshape(tf.cast(fake_logits, tf.float32), [tf.shape(fake_logits)[0], -1]), axis=1)
+    if kind == "relativistic":
+        r, f = r - tf.reduce_mean(f), f - tf.reduce_mean(r)
+    elif kind != "standard":
+        raise ValueError(f"adversarial loss must be one of {ADV_LOSSES}, got {kind!r}")
+    return 0.5 * (tf.cast(r > 0, tf.float32) + tf.cast(f < 0, tf.float32))

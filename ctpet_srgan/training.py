@@ -30,7 +30,7 @@ from ctpet_srgan.models import GeneratorConfig, build_discriminator, build_gener
 from ctpet_srgan.run_config import RUN_CONFIG, RunConfig
 
 log = logging.getLogger("ctpet_srgan.training")
-TRAIN_KEYS = ("g_loss", "pixel", "content", "adv", "d_loss", "d_real", "d_fake")
+TRAIN_KEYS = ("g_loss", "pixel", "content", "adv", "d_loss", "d_real", "d_fake", "d_acc")
 EVAL_KEYS = ("val_pixel", "psnr", "ssim", "psnr_bicubic")
 
 
@@ -201,7 +201,8 @@ class SRGAN(keras.Model):
                     g_total = tf.zeros_like(pix)
                 g_total = g_total + cfg.effective_pixel_weight * pix + cfg.adv_weight * adv
                 vals.update(adv=adv, d_loss=d_loss, d_real=tf.sigmoid(tf.reshape(real, [-1])),
-                            d_fake=tf.sigmoid(tf.reshape(fake, [-1])))
+                            d_fake=tf.sigmoid(tf.reshape(fake, [-1])),
+                            d_acc=losses.discriminator_accuracy(real, fake, cfg.adv_loss))
                 d_scaled = tf.reduce_sum(d_loss) / n_global
                 if isinstance(self.d_optimizer, keras.optimizers.LossScaleOptimizer):
                     d_scaled = self.d_optimizer.scale_loss(d_scaled)

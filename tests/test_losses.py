@@ -66,3 +66,65 @@ def test_content_loss_zero_for_identical_and_gradient_only_to_prediction():
     # the SRGAN rescaling: features x (1/12.75) -> loss x (1/12.75)^2
     raw = losses.content_loss(vgg, hr, sr, feature_scale=1.0)
     np.testing.assert_allclose(c, raw * losses.VGG_FEATURE_SCALE**2, rtol=1e-5)
+
+
+def test_discriminator_accuracy_standard_and_relativistic():
+    real = np.array([[2.0], [-1.5], [0.5]], "float32")
+    fake = np.array([[-0.5], [0.3], [-3.0]], "float32")
+    np.testing.assert_allclose(losses.discriminator_accuracy(real, fake, "standard"), [1.0, 0.0, 1.0])
+    # relativistic: real vs mean fake (-1.0667), fake vs mean real (0.3333)
+    np.testing.assert_allclose(losses.discriminator_accuracy(real, fake, "relativistic"), [1.0, 0.5, 1.0])
+    # patch logits [B, h, w, 1] are averaged per example first
+    patch = np.stack([np.full((2, 2, 1), v, "float32") for v in (1.0, -1.0)])
+    np.testing.assert_allclose(losses.discriminator_accuracy(patch, -patch, "standard"), [1.0, 0.0])
+    with pytest.raises(ValueError, match="adversarial"):
+        losses.discriminator_accuracy(real, fake, "wgan")
+
+
+def _sharp_and_blurred_pet(rng, n: int, size: int = 32):
+    """Real: random faint disks (SUV 0.3-0.8 on 0.2) in normalised PET units (SUV / 10, as the training data);
+    fake: the same images blurred by a Gaussian of sigma 0.7 px (what a pixel-loss generator's SR looks like)."""
+    from scipy import ndimage
+
+    yy, xx = np.mgrid[:size, :size]
+    real = np.full((n, size, size), 0.02, "float32")
+    for i in range(n):
+        for _ in range(3):
+            cy, cx, r = rng.uniform(4, size - 4), rng.uniform(4, size - 4), rng.uniform(1.5, 5)
+            real[i][np.hypot(yy - cy, xx - cx) <= r] = rng.uniform(0.03, 0.08)
+    fake = np.stack([ndimage.gaussian_filter(x, 0.7) for x in real]).astype("float32")
+    return real[..., None], fake[..., None]
+
+
+def _train_discriminator(pet_gain: float, kind: str, steps: int = 120) -> float:
+    import keras
+
+    from ctpet_srgan.models import build_discriminator
+
+    keras.utils.set_random_seed(0)
+    d = build_discriminator(filters=8, num_stages=3, pet_gain=pet_gain)
+    opt = keras.optimizers.Adam(4e-4)
+    rng = np.random.default_rng(0)
+
+    def logits(pet, training=False):
+        pet = tf.convert_to_tensor(pet)
+        return d({"pet": pet, "ct": tf.fill(tf.shape(pet), 0.5)}, training=training)  # CT: water everywhere
+
+    @tf.function
+    def step(real, fake):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(losses.discriminator_loss(logits(real, True), logits(fake, True), kind))
+        opt.apply_gradients(zip(tape.gradient(loss, d.trainable_variables), d.trainable_variables))
+
+    for _ in range(steps):
+        step(*_sharp_and_blurred_pet(rng, 8))
+    real, fake = _sharp_and_blurred_pet(np.random.default_rng(99), 8)  # held-out images
+    return float(tf.reduce_mean(losses.discriminator_accuracy(logits(real), logits(fake), kind)))
+
+
+def test_discriminator_learns_sharp_from_blurred_pet_with_the_pet_gain():
+    """The demo/guided GAN runs sat at chance (D = 0.50): at SUV / 10 the discriminator's input is too small to learn
+    from in a GAN phase's steps. With the PET gain (and the relativistic loss the study chose) it separates HR-like
+    from SR-like PET on held-out images; without the gain, in the same steps, it does not yet."""
+    assert _train_discriminator(10.0, "relativistic") >= 0.9
+    assert _train_discriminator(1.0, "relativistic") <= 0.75

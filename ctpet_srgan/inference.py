@@ -39,14 +39,17 @@ class Predictor:
     """A generator behind a physical-units interface.
 
     scale: HR/LR in-plane factor; ct_input: "hr" (model takes the HR CT), "lr" (LR CT) or None (PET only);
-    metadata: the run_config.json / assets/metadata.json of the model, plus "source" and "format".
+    metadata: the run_config.json / assets/metadata.json of the model, plus "source" and "format"; config: the
+    checked RunConfig of that file (typed access: config.lr_spacing_mm, config.label, ...).
     """
 
-    def __init__(self, raw: RawFn, *, scale: int, ct_input: str | None, metadata: dict[str, Any]):
+    def __init__(self, raw: RawFn, *, scale: int, ct_input: str | None, metadata: dict[str, Any],
+                 config: RunConfig | None = None):
         self._raw = raw
         self.scale = int(scale)
         self.ct_input = ct_input
         self.metadata = metadata
+        self.config = config
 
     @property
     def is_demo(self) -> bool:
@@ -456,7 +459,7 @@ def predictor_from_keras(model, run_config: RunConfig | dict[str, Any], source: 
     scale, norm = cfg.scale, cfg.normalization
     meta = cfg.to_dict()
     meta.update(source=source, format="keras", ct_input=ct_input)
-    return Predictor(_keras_raw(model, norm, ct_key), scale=scale, ct_input=ct_input, metadata=meta)
+    return Predictor(_keras_raw(model, norm, ct_key), scale=scale, ct_input=ct_input, metadata=meta, config=cfg)
 
 
 def _input_names(model) -> list[str]:
@@ -525,4 +528,4 @@ def _load_savedmodel(path: Path) -> Predictor:
     raw.loaded = loaded  # keep the restored object alive
     meta = cfg.to_dict()
     meta.update(source=str(path), format="saved_model")
-    return Predictor(raw, scale=cfg.scale, ct_input=cfg.ct_input if has_ct else None, metadata=meta)
+    return Predictor(raw, scale=cfg.scale, ct_input=cfg.ct_input if has_ct else None, metadata=meta, config=cfg)

@@ -119,3 +119,5 @@ def test_the_bundled_models_load(name):
     assert cfg.label in (inference.DEMO_LABEL, inference.REAL_LABEL) and cfg.demo == (name == "demo")
     assert cfg.ct_input == "hr" and cfg.to_dict() == {**json.loads((folder / RUN_CONFIG).read_text()),
                                                        "schema_version": 1}
+    p = inference.load_predictor(f"bundled:{name}")  # the Predictor carries the checked RunConfig
+    assert p.config == cfg and p.config.lr_spacing_mm == p.metadata["lr_spacing_mm"] and p.ct_input == cfg.ct_input

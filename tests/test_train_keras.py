@@ -48,3 +48,19 @@ def test_generator_flags_match_generator_config_defaults():
     gen = GeneratorConfig(scale=2)
     for name in ("filters", "num_blocks", "ct_mode"):
         assert defaults[name] == getattr(gen, name), name
+
+
+def test_an_invalid_manifest_is_one_line_and_exit_2(tmp_path):
+    """A data set whose manifest.json is invalid stops train_keras before any training: `PATH: problem`, exit 2."""
+    from ctpet_srgan.normalization import DEFAULT
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "manifest.json").write_text(json.dumps({"scale": 3, "normalization": DEFAULT.to_dict(), "splits": {},
+                                                    "studies": {}}))
+    out = subprocess.run([sys.executable, str(ROOT / "train_keras.py"), f"--data_dir={data}",
+                          f"--model_dir={tmp_path / 'run'}", "--pretrain_steps=1", "--gan_steps=0"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1] == f"{data / 'manifest.json'}: scale must be 2 or 4, got 3"
+    assert not (tmp_path / "run" / "run_config.json").exists()

@@ -16,6 +16,9 @@ from pathlib import Path
 
 from absl import app, flags
 
+from ctpet_srgan import cli
+from ctpet_srgan.errors import InputError
+
 F = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Prepared data set (manifest.json + shards), from `python -m data_prep convert`.")
 flags.DEFINE_string("model_dir", None, "Output directory (checkpoints, logs, run_config.json, *.keras).")
@@ -101,15 +104,10 @@ def main(argv):
     from ctpet_srgan.tf_quiet import import_tensorflow
 
     import_tensorflow()  # without the start-up lines that are not errors (cuInit on a CPU machine, oneDNN)
-    from ctpet_srgan.errors import InputError
-
     try:
         _main()
-    except (FileNotFoundError, FileExistsError) as e:  # missing VGG weights / data set, or an existing run
-        sys.exit(f"train_keras: {e}")
-    except InputError as e:  # an invalid manifest.json / run_config.json: "PATH: problem", exit 2
-        print(e, file=sys.stderr)
-        sys.exit(2)
+    except (FileNotFoundError, FileExistsError, InputError) as e:  # missing VGG weights / data set, an existing run,
+        sys.exit(cli.fail(cli.error_line(e)))  # an invalid manifest.json / run_config.json: "PATH: problem", exit 2
 
 
 def _main():
@@ -172,7 +170,7 @@ def _main():
     if F.resume and prev.exists():
         old = RunConfig.load(prev)
         if old.generator != run_config.generator or old.scale != run_config.scale:
-            raise SystemExit(f"{prev}: the checkpointed model is {old.generator}, these flags ask for"
+            raise InputError(prev, f"the checkpointed model is {old.generator}, these flags ask for"
                              f" {run_config.generator}; use the same model flags to --resume")
 
     def train_ds(seed: int):
@@ -203,7 +201,7 @@ def _main():
 
 def run() -> None:
     """Console entry point `ctpet-train` (same flags as `python train_keras.py`)."""
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)  # a flag error: one line, exit status 2
 
 
 if __name__ == "__main__":

@@ -135,9 +135,16 @@ def parse_flags(argv: list[str]) -> list[str]:
 def run(define: Define, body: Body, *, takes_args: bool = False) -> NoReturn:
     """The program: defines the flags in absl's FLAGS and runs body under `absl.app.run` (exit status as `main`).
 
-    Python logging stays at WARNING (as without absl) unless --verbosity is given.
+    Python logging stays at WARNING (as without absl) unless --verbosity is given. Under a console script (whose
+    own module defines no flag and has no docstring) --help still shows the program's docstring and flags.
     """
+    before = set(flags.FLAGS)
     define(flags.FLAGS)
+    for name in sorted(set(flags.FLAGS) - before):  # absl's --help lists the key flags of sys.argv[0]
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
+    main_module = sys.modules.get("__main__")
+    if main_module is not None and not main_module.__doc__:
+        main_module.__doc__ = sys.modules[body.__module__].__doc__
 
     def _main(argv: list[str]) -> int:
         if not flags.FLAGS["verbosity"].present:

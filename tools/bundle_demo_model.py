@@ -1,9 +1,10 @@
 """Copies a trained model into the package as a bundled model (`--model bundled:NAME` everywhere a model is taken).
 
-  python tools/bundle_demo_model.py --model_dir runs/demo [--scores_json runs/demo/eval.json]      # bundled:demo
-  python tools/bundle_demo_model.py --name real --model_dir runs/real --command "..."              # bundled:real
+  python tools/bundle_demo_model.py --model runs/demo [--scores_json runs/demo/eval.json]      # bundled:demo
+  python tools/bundle_demo_model.py --name real --model runs/real --command "..."              # bundled:real
 
-Takes best_generator.keras (else generator.keras) and run_config.json from --model_dir, labels the copy (demo:
+(--model_dir, this flag's former name, stays an alias.)
+Takes best_generator.keras (else generator.keras) and run_config.json from --model, labels the copy (demo:
 "phantom-trained demo model, not for clinical use"; real: "trained on 20 IBSI STS patients, research use only, not
 for clinical use"; run_config.json: demo, bundled, label, clinical_use=false, trained_on: what the model saw, from
 the manifest of its data set when that is at hand), checks that it loads with safe_mode=True and is at most --max_mb,
@@ -129,7 +130,9 @@ def bundle(model_dir: Path, dest: Path | None = None, *, name: str = "demo", sco
 def define_flags(fv: flags.FlagValues) -> None:
     """The command line, defined in `fv` (importing `bundle` defines no absl flag)."""
     d = dict(flag_values=fv)
-    flags.DEFINE_string("model_dir", None, "Model directory written by train_keras.py.", required=True, **d)
+    flags.DEFINE_string("model", None, "Model directory written by train_keras.py (its --model_dir).", required=True,
+                        **d)
+    flags.DEFINE_alias("model_dir", "model", **d)  # its name before every program read a model with --model
     flags.DEFINE_enum("name", "demo", sorted(KINDS), "Which bundled model: demo (phantoms) or real (IBSI STS).", **d)
     flags.DEFINE_string("dest", None, "Destination folder (default ctpet_srgan/assets/<name>_model).", **d)
     flags.DEFINE_string("scores_json", None, "Optional JSON of evaluation scores to record in run_config.json.", **d)
@@ -139,9 +142,9 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def _bundle(F: flags.FlagValues) -> int:
     scores = json.loads(Path(F.scores_json).read_text()) if F.scores_json else None
-    out = bundle(Path(F.model_dir), Path(F.dest) if F.dest else None, name=F.name, scores=scores, command=F.command,
+    out = bundle(Path(F.model), Path(F.dest) if F.dest else None, name=F.name, scores=scores, command=F.command,
                  max_mb=F.max_mb)
-    print(f"bundled {F.model_dir} -> {out} ({KINDS[F.name]['label']})")
+    print(f"bundled {F.model} -> {out} ({KINDS[F.name]['label']})")
     return 0
 
 

@@ -3,7 +3,7 @@
   phantom  --out DIR --cases N --seed S     synthetic PET/CT studies as DICOM (+ HR PET truth, lesions.json)
   convert  --out DIR (--studies ROOT | --ct PATH --pet PATH)   sharded TFRecords + manifest.json
            [--runner local|direct|<Beam runner> [Beam pipeline options]]   local process pool (default) or Beam
-  inspect  DIR                              what a prepared set holds
+  inspect  DIR (or --data_dir DIR)         what a prepared set holds
   info     PATH                             what the reader makes of one DICOM/NIfTI input
 Flags: absl's argparse integration (`--flagfile=FILE` reads flags from a file, one per line). Errors in the input or
 the flags print one line "PATH: problem" on stderr and exit with code 2.
@@ -96,7 +96,8 @@ def _parser(fv: flags.FlagValues) -> cli.ArgumentParser:
     cv.add_argument("--overwrite", action="store_true", help="redo a finished or unfinished set from scratch")
 
     ins = sub.add_parser("inspect", help="print what a prepared set holds", **kw)
-    ins.add_argument("dir")
+    ins.add_argument("dir", nargs="?", help="the prepared set (the --out of convert); or --data_dir DIR")
+    ins.add_argument("--data_dir", help="the prepared set, as every program that reads one names it")
     ins.add_argument("--verify", action="store_true", help="count the records of every shard")
     ins.add_argument("--json", action="store_true", help="print JSON")
 
@@ -174,7 +175,9 @@ def _convert(a, beam_args: Sequence[str] = ()) -> int:
 def _inspect(a) -> int:
     from data_prep.inspect import format_report, inspect
 
-    info = inspect(a.dir, verify=a.verify)
+    if bool(a.dir) == bool(a.data_dir):
+        return cli.fail("inspect: give the prepared set once: DIR or --data_dir DIR")
+    info = inspect(a.dir or a.data_dir, verify=a.verify)
     print(json.dumps(info, sort_keys=True, default=list) if a.json else format_report(info))
     return 0 if info["complete"] else 1
 

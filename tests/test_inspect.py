@@ -36,6 +36,11 @@ def test_phantom_convert_inspect_info_from_the_command_line(tmp_path, capsys):
     assert info["complete"] and info["scale"] == 4 and info["examples"] == 3 and info["compression"] == "GZIP"
     assert info["splits"]["train"] == {"studies": 1, "examples": 3, "shards": 2}
     assert info["hr_shapes"] == [[64, 64]] and info["with_truth"] == 1
+    assert cli(["inspect", "--data_dir", str(out), "--json"]) == 0  # the name every program gives a prepared set
+    assert json.loads(capsys.readouterr().out)["examples"] == 3
+    assert cli(["inspect", str(out), "--data_dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["inspect: give the prepared set once: DIR or --data_dir DIR"]
     assert cli(["info", str(ph / "case_000" / "pet")]) == 0
     pet = json.loads(capsys.readouterr().out)
     assert pet["modality"] == "PT" and pet["units"] == "SUVbw" and pet["shape"] == [3, 16, 16]

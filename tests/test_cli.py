@@ -150,3 +150,19 @@ def test_every_program_reads_a_flagfile_and_a_user_error_is_one_line_and_status_
     err = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(err) == 1, (r.returncode, r.stderr[-2000:])
     assert err[0].startswith(expect.format(**sub)), err
+
+
+def test_former_space_separated_list_forms_still_work(tmp_path, capsys):
+    import evaluate
+
+    (tmp_path / "results.json").write_text("{}")
+    base = ["--model", "m", "--data_dir", "d", "--out", str(tmp_path)]
+    assert evaluate.main(base + ["--ct_range_hu", "-1024", "3071"]) == 2  # parsed; stops at the existing results
+    assert _err_lines(capsys) == [f"{tmp_path}: results.json already exists; pass --overwrite to replace it"]
+    assert evaluate.ct_range(["-1000", "2000"]) == (-1000.0, 2000.0)
+    assert evaluate.main(base + ["--ct_range_hu=500,-500"]) == 2
+    assert _err_lines(capsys) == ["--ct_range_hu=500,-500: LO must be below HI"]
+    r = subprocess.run([sys.executable, "tools/mutants.py", "--list", "--only", "ssim_sigma_1", "suv_weight_in_kg"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    listed = [line.split()[0] for line in r.stdout.splitlines() if line and not line[0].isspace()]
+    assert r.returncode == 0 and listed == ["ssim_sigma_1", "suv_weight_in_kg"], r.stderr

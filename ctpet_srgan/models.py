@@ -127,12 +127,15 @@ class BilinearUpsample(layers.Layer):
 @dataclasses.dataclass(frozen=True)
 class GeneratorConfig:
     """scale: 2 or 4 (HR pixels per LR pixel along each axis); filters: trunk width; num_blocks: residual blocks;
-    ct_mode: "s2d" (HR CT folded onto the LR grid), "lr" (CT on the LR grid) or "none" (PET-only baseline)."""
+    ct_mode: "s2d" (HR CT folded onto the LR grid), "lr" (CT on the LR grid) or "none" (PET-only baseline);
+    context_slices: K, odd: the PET and CT inputs carry K channels, the slice and its (K-1)/2 neighbours on each
+    side in z order (2.5-D); the outputs stay the centre slice. 1 (default) is the 2-D model."""
 
     scale: int = 2
     filters: int = 64
     num_blocks: int = 16
     ct_mode: str = "s2d"
+    context_slices: int = 1
 
     def __post_init__(self):
         if self.scale not in (2, 4):
@@ -141,6 +144,9 @@ class GeneratorConfig:
             raise ValueError(f"ct_mode must be one of {CT_MODES}, got {self.ct_mode!r}")
         if self.filters < 1 or self.num_blocks < 0:
             raise ValueError(f"bad filters={self.filters} / num_blocks={self.num_blocks}")
+        k = self.context_slices
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
+            raise ValueError(f"context_slices must be an odd integer >= 1 (the slice and its neighbours), got {k!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -175,17 +181,19 @@ def build_generator(cfg: GeneratorConfig) -> keras.Model:
     -> PReLU, and one 3x3 head whose channels are HR PET and HR CT. Global residual: sr_pet = head[0] +
     bilinear(lr_pet); sr_ct = head[1] + bilinear(lr_ct) ("lr") or + hr_ct ("s2d"); the head starts at zero, so
     training starts from interpolation. The head and residual adds are float32 under mixed precision.
-    Inputs: dict of [B, h, w, 1] (lr_*) / [B, h*s, w*s, 1] (hr_ct); outputs {'sr_pet', 'sr_ct'} [B, h*s, w*s, 1].
+    Inputs: dict of [B, h, w, K] (lr_*) / [B, h*s, w*s, K] (hr_ct), K = context_slices (neighbouring slices in z
+    order, the centre one at K // 2, whose interpolation the residuals add to); outputs {'sr_pet', 'sr_ct'}
+    [B, h*s, w*s, 1] of the centre slice.
     """
-    s, f = cfg.scale, cfg.filters
-    inputs = {"lr_pet": keras.Input((None, None, 1), name="lr_pet")}
+    s, f, k = cfg.scale, cfg.filters, cfg.context_slices
+    inputs = {"lr_pet": keras.Input((None, None, k), name="lr_pet")}
     x = _prelu("pet_enc_prelu")(_conv(f, 9, "pet_enc_conv")(inputs["lr_pet"]))
     if cfg.ct_mode != "none":
         if cfg.ct_mode == "s2d":
-            inputs["hr_ct"] = keras.Input((None, None, 1), name="hr_ct")
+            inputs["hr_ct"] = keras.Input((None, None, k), name="hr_ct")
             ct_in = SpaceToDepth(s, name="ct_space_to_depth")(inputs["hr_ct"])
         else:
-            inputs["lr_ct"] = keras.Input((None, None, 1), name="lr_ct")
+            inputs["lr_ct"] = keras.Input((None, None, k), name="lr_ct")
             ct_in = inputs["lr_ct"]
         c = _prelu("ct_enc_prelu")(_conv(f, 9, "ct_enc_conv")(ct_in))
         x = _conv(f, 1, "merge_conv")(layers.Concatenate(name="merge_concat")([x, c]))
@@ -209,11 +217,14 @@ def build_generator(cfg: GeneratorConfig) -> keras.Model:
     def bilinear(t, name):
         return BilinearUpsample(s, name=name, dtype="float32")(t)
 
-    bases = {"sr_pet": bilinear(inputs["lr_pet"], "lr_pet_bilinear")}
+    def centre(name):  # the centre slice of a K-channel input (K = 1: the input itself, as the 2-D model)
+        return inputs[name] if k == 1 else ChannelSlice(k // 2, 1, name=f"{name}_centre")(inputs[name])
+
+    bases = {"sr_pet": bilinear(centre("lr_pet"), "lr_pet_bilinear")}
     if cfg.ct_mode == "s2d":
-        bases["sr_ct"] = inputs["hr_ct"]
+        bases["sr_ct"] = centre("hr_ct")
     elif cfg.ct_mode == "lr":
-        bases["sr_ct"] = bilinear(inputs["lr_ct"], "lr_ct_bilinear")
+        bases["sr_ct"] = bilinear(centre("lr_ct"), "lr_ct_bilinear")
     outputs = {}
     for i, name in enumerate(names):
         y = heads if len(names) == 1 else ChannelSlice(i, 1, name=f"{name}_head", dtype="float32")(heads)

@@ -12,11 +12,11 @@ def _conv(k, cin, cout):
     return k * k * cin * cout + cout
 
 
-def expected_generator_params(scale, f, blocks, ct_mode):
+def expected_generator_params(scale, f, blocks, ct_mode, k=1):
     """Parameter count written out from the architecture description (independent of the Keras code)."""
-    n = _conv(9, 1, f) + f  # PET encoder conv + PReLU
+    n = _conv(9, k, f) + f  # PET encoder conv + PReLU (k context slices in)
     if ct_mode != "none":
-        n += _conv(9, scale * scale if ct_mode == "s2d" else 1, f) + f  # CT encoder
+        n += _conv(9, k * (scale * scale if ct_mode == "s2d" else 1), f) + f  # CT encoder
         n += _conv(1, 2 * f, f)  # merge
     n += blocks * (2 * _conv(3, f, f) + f) + _conv(3, f, f)  # residual blocks + trunk conv
     n += int(np.log2(scale)) * (_conv(3, f, 4 * f) + f)  # x2 stages: conv, sub-pixel, PReLU
@@ -168,3 +168,50 @@ def test_ct_input_of_each_built_generator_and_a_mismatched_ct_mode():
         ct_input_of(["lr_pet", "lr_ct"], "s2d")
     with pytest.raises(ValueError, match="does not match"):
         ct_input_of(["lr_pet"], "lr")
+
+
+@pytest.mark.parametrize("ct_mode", ["s2d", "lr", "none"])
+def test_context_generator_takes_k_slices_and_returns_the_centre(ct_mode):
+    k = 3
+    cfg = GeneratorConfig(scale=2, filters=8, num_blocks=1, ct_mode=ct_mode, context_slices=k)
+    g = build_generator(cfg)
+    assert g.count_params() == expected_generator_params(2, 8, 1, ct_mode, k=3)
+    rng = np.random.default_rng(1)
+    x = {"lr_pet": rng.random((2, 6, 5, k)), "lr_ct": rng.random((2, 6, 5, k)), "hr_ct": rng.random((2, 12, 10, k))}
+    x = {n: x[n].astype("float32") for n in cfg.input_names()}
+    out = g(x)
+    assert tuple(out["sr_pet"].shape) == (2, 12, 10, 1)
+    # untrained (zero head): the interpolated CENTRE slice, not a neighbour
+    up = tf.image.resize(x["lr_pet"][..., 1:2], (12, 10), method="bilinear").numpy()
+    np.testing.assert_allclose(out["sr_pet"].numpy(), up, atol=1e-5)
+    if ct_mode == "s2d":
+        np.testing.assert_allclose(out["sr_ct"].numpy(), x["hr_ct"][..., 1:2], atol=1e-6)
+    with pytest.raises(ValueError):  # one slice where three are expected
+        g({n: v[..., :1] for n, v in x.items()})
+
+
+def test_context_one_keeps_the_2d_layer_names_and_weights():
+    a = build_generator(GeneratorConfig(scale=2, filters=8, num_blocks=2, ct_mode="s2d"))
+    b = build_generator(GeneratorConfig(scale=2, filters=8, num_blocks=2, ct_mode="s2d", context_slices=1))
+    assert [ly.name for ly in a.layers] == [ly.name for ly in b.layers]
+    assert a.count_params() == b.count_params() == expected_generator_params(2, 8, 2, "s2d")
+    assert not any("centre" in ly.name for ly in a.layers)
+    c = build_generator(GeneratorConfig(scale=2, filters=8, num_blocks=2, ct_mode="s2d", context_slices=3))
+    assert {ly.name for ly in a.layers} < {ly.name for ly in c.layers}  # K=3 adds only the centre slices
+
+
+@pytest.mark.parametrize("bad", [0, 2, 4, -1, 1.0, True])
+def test_context_slices_must_be_odd_positive(bad):
+    with pytest.raises(ValueError, match="context_slices"):
+        GeneratorConfig(context_slices=bad)
+
+
+def test_context_generator_reloads_with_safe_mode(tmp_path):
+    cfg = GeneratorConfig(scale=2, filters=8, num_blocks=1, ct_mode="lr", context_slices=3)
+    g = build_generator(cfg)
+    p = tmp_path / "g.keras"
+    g.save(p)
+    h = keras.saving.load_model(p, safe_mode=True)
+    x = {"lr_pet": np.random.default_rng(0).random((1, 4, 4, 3), "float32"),
+         "lr_ct": np.random.default_rng(1).random((1, 4, 4, 3), "float32")}
+    np.testing.assert_allclose(g(x)["sr_pet"].numpy(), h(x)["sr_pet"].numpy(), atol=1e-6)

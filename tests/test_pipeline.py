@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ctpet_srgan import pipeline
+from ctpet_srgan import pipeline, records
 from ctpet_srgan.normalization import DEFAULT
 from tests._tiny_set import write_tiny_set
 
@@ -103,3 +103,62 @@ def test_ct_augmentation_is_refused_outside_training(tiny):
         pipeline.make_dataset(tiny, "val", batch_size=2, ct_dropout=0.5)
     with pytest.raises(ValueError, match="ct_dropout"):
         pipeline.make_dataset(tiny, "train", batch_size=2, patch_size=4, training=True, ct_dropout=2.0)
+
+
+def _record(study: str, k: int, n: int = 4):
+    v = np.full((n, n), 100.0 * k + (0.5 if study == "b" else 0.0), np.float32)
+    lv = v[::2, ::2]
+    return records.serialize_example(hr_pet=v, hr_ct=v - 50, lr_pet=lv, lr_ct=lv - 50, scale=2, study=study,
+                                     slice_index=k, hr_affine=np.eye(4), has_truth=True)
+
+
+def test_context_stacks_are_the_studys_neighbours_in_slice_order():
+    # two studies in one stream, written as data_prep writes them: a then b, each in slice order
+    order = [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1)]
+    ds = pipeline.context_stacks(tf.data.Dataset.from_tensor_slices([_record(s, k) for s, k in order]), 3)
+    got = list(ds.as_numpy_iterator())
+    assert [(e["study"].decode(), int(e["slice_index"])) for e in got] == order
+    want = {("a", 0): [0, 0, 1], ("a", 1): [0, 1, 2], ("a", 2): [1, 2, 2], ("b", 0): [0, 0, 1], ("b", 1): [0, 1, 1]}
+    for e, key in zip(got, order):
+        off = 0.5 if key[0] == "b" else 0.0  # never a slice of the other study
+        assert e["lr_pet_ctx"].shape == (2, 2, 3) and e["hr_ct_ctx"].shape == (4, 4, 3)
+        np.testing.assert_array_equal(e["lr_pet_ctx"][0, 0], [100.0 * k + off for k in want[key]])
+        np.testing.assert_array_equal(e["hr_ct_ctx"][1, 2], [100.0 * k + off - 50 for k in want[key]])
+        np.testing.assert_array_equal(e["lr_pet_ctx"][..., 1:2], e["lr_pet"])  # the centre is the slice itself
+
+
+def test_context_stacks_of_five_and_a_one_slice_study():
+    order = [("a", 0), ("a", 1), ("a", 2), ("b", 0)]
+    ds = pipeline.context_stacks(tf.data.Dataset.from_tensor_slices([_record(s, k) for s, k in order]), 5)
+    got = [e["lr_pet_ctx"][0, 0] for e in ds.as_numpy_iterator()]
+    np.testing.assert_array_equal(got[0], [0, 0, 0, 100, 200])
+    np.testing.assert_array_equal(got[1], [0, 0, 100, 200, 200])
+    np.testing.assert_array_equal(got[3], [0.5] * 5)
+
+
+def test_context_stacks_refuse_slices_out_of_order():
+    order = [("a", 0), ("a", 2), ("a", 1)]
+    ds = pipeline.context_stacks(tf.data.Dataset.from_tensor_slices([_record(s, k) for s, k in order]), 3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not consecutive slices"):
+        list(ds.as_numpy_iterator())
+
+
+def test_make_dataset_with_context(tiny):
+    ds = pipeline.make_dataset(tiny, "val", batch_size=4, include_meta=True, context_slices=3)
+    b = next(ds.as_numpy_iterator())
+    assert b["lr_pet"].shape == (4, 12, 12, 1) and b["lr_pet_ctx"].shape == (4, 12, 12, 3)
+    assert b["hr_ct_ctx"].shape == (4, 24, 24, 3) and b["lr_ct_ctx"].shape == (4, 12, 12, 3)
+    # tiny set: lr_pet = study*1000 + slice*100 + ...; the val study is study 1 with slices 0..3
+    hundreds = np.round((_to_suv(b["lr_pet_ctx"][:, 0, 0, :]) - 1000) / 100)
+    np.testing.assert_array_equal(hundreds, [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]])
+    t = pipeline.make_dataset(tiny, "train", batch_size=2, patch_size=5, training=True, seed=1, repeat=True,
+                              context_slices=3, ct_dropout=0.5, ct_shift_max_mm=4.0)
+    for e in t.take(4).as_numpy_iterator():
+        assert e["lr_pet_ctx"].shape == (2, 5, 5, 3) and e["hr_ct_ctx"].shape == (2, 10, 10, 3)
+        np.testing.assert_array_equal(e["lr_pet_ctx"][..., 1:2], e["lr_pet"])  # same crop/rotation for the stack
+        np.testing.assert_array_equal(e["hr_ct_ctx"][..., 1:2], e["hr_ct"])  # same CT draw for the stack
+        np.testing.assert_array_equal(e["lr_ct_ctx"][..., 1:2], e["lr_ct"])
+    m = pipeline.model_inputs(b, ("lr_pet", "hr_ct"), 3)
+    assert m["lr_pet"] is b["lr_pet_ctx"] and m["hr_ct"] is b["hr_ct_ctx"]
+    with pytest.raises(ValueError, match="context_slices"):
+        pipeline.make_dataset(tiny, "val", batch_size=1, context_slices=2)

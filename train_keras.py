@@ -32,6 +32,8 @@ flags.DEFINE_enum("ct_mode", "s2d", ["s2d", "lr", "none"], "CT branch: HR CT spa
                   " (PET-only).")
 flags.DEFINE_integer("filters", 64, "Generator width.")
 flags.DEFINE_integer("num_blocks", 16, "Generator residual blocks.")
+flags.DEFINE_integer("context_slices", 1, "2.5-D: slices (odd) into both encoders, the slice and its neighbours;"
+                     " 1 is the 2-D model.")
 flags.DEFINE_integer("d_filters", 64, "Discriminator base width.")
 flags.DEFINE_boolean("d_spectral_norm", False, "Spectral normalisation of every discriminator layer (Miyato et al."
                      " 2018), so that D keeps learning instead of sitting at chance.")
@@ -153,7 +155,11 @@ def _main():
 
         ensure_demo_data(F.data_dir, cases=F.demo_cases, seed=F.demo_seed, scale=F.demo_scale)
     data = Manifest.load(F.data_dir)
-    gen_cfg = GeneratorConfig(scale=data.scale, filters=F.filters, num_blocks=F.num_blocks, ct_mode=F.ct_mode)
+    try:
+        gen_cfg = GeneratorConfig(scale=data.scale, filters=F.filters, num_blocks=F.num_blocks, ct_mode=F.ct_mode,
+                                  context_slices=F.context_slices)
+    except ValueError as e:
+        raise InputError("--context_slices", str(e)) from None
     run_config = RunConfig.from_dict({
         "generator": gen_cfg.to_dict(),
         "normalization": data.normalization.to_dict(),
@@ -169,18 +175,20 @@ def _main():
     prev = Path(F.model_dir) / "run_config.json"
     if F.resume and prev.exists():
         old = RunConfig.load(prev)
-        if old.generator != run_config.generator or old.scale != run_config.scale:
+        if old.generator_config() != gen_cfg or old.scale != run_config.scale:  # configs: defaults filled in
             raise InputError(prev, f"the checkpointed model is {old.generator}, these flags ask for"
                              f" {run_config.generator}; use the same model flags to --resume")
 
     def train_ds(seed: int):
         ds = pipeline.make_dataset(F.data_dir, "train", batch_size=cfg.batch_size, patch_size=cfg.patch_size,
                                    training=True, seed=seed, deterministic=F.deterministic, repeat=True,
-                                   cache=F.cache, ct_shift_max_mm=cfg.ct_shift_max_mm, ct_dropout=cfg.ct_dropout)
+                                   cache=F.cache, ct_shift_max_mm=cfg.ct_shift_max_mm, ct_dropout=cfg.ct_dropout,
+                                   context_slices=gen_cfg.context_slices)
         return ds
 
     has_val = "val" in data.splits and data.splits["val"].examples > 0
-    val_ds = (lambda: pipeline.make_dataset(F.data_dir, "val", batch_size=cfg.val_batch_size)) if has_val else None
+    val_ds = (lambda: pipeline.make_dataset(F.data_dir, "val", batch_size=cfg.val_batch_size,
+                                            context_slices=gen_cfg.context_slices)) if has_val else None
     trainer = training.Trainer(gen_cfg=gen_cfg, cfg=cfg, model_dir=F.model_dir, strategy=strategy,
                                train_dataset_fn=train_ds, val_dataset_fn=val_ds, run_config=run_config,
                                resume=F.resume, vgg=vgg_model, vgg_label=vgg_label,

@@ -169,7 +169,10 @@ class SRGAN(keras.Model):
         self.train_function = None  # fit() retraces train_step for the new phase
 
     def generator_inputs(self, batch: dict) -> dict:
-        return {k: batch[k] for k in self.gen_cfg.input_names()}
+        """The generator's inputs of a batch (its K-slice stacks for a 2.5-D generator: pipeline.model_inputs)."""
+        from ctpet_srgan.pipeline import model_inputs
+
+        return model_inputs(batch, self.gen_cfg.input_names(), self.gen_cfg.context_slices)
 
     def _pair(self, fn, batch, out) -> tf.Tensor:
         """fn(hr, sr) on PET plus ct_weight * fn on CT (when the generator has a CT head)."""
@@ -404,7 +407,8 @@ class Trainer:
         if self.val_dataset_fn is None or not self.chief:
             return
         batch = next(iter(self.val_dataset_fn().take(1)))
-        batch = {k: v[:1] for k, v in batch.items() if k in ("lr_pet", "lr_ct", "hr_pet", "hr_ct")}
+        batch = {k: v[:1] for k, v in batch.items()
+                 if k in ("lr_pet", "lr_ct", "hr_pet", "hr_ct", "lr_pet_ctx", "lr_ct_ctx", "hr_ct_ctx")}
         sr = self.generator(self.model.generator_inputs(batch), training=False)["sr_pet"]
         hw = tf.shape(batch["hr_pet"])[1:3]
         panels = [tf.image.resize(batch["lr_pet"], hw, method="nearest"),

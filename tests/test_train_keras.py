@@ -46,7 +46,7 @@ def test_generator_flags_match_generator_config_defaults():
 
     defaults = _flag_defaults()["defaults"]
     gen = GeneratorConfig(scale=2)
-    for name in ("filters", "num_blocks", "ct_mode"):
+    for name in ("filters", "num_blocks", "ct_mode", "context_slices"):
         assert defaults[name] == getattr(gen, name), name
 
 
@@ -64,3 +64,27 @@ def test_an_invalid_manifest_is_one_line_and_exit_2(tmp_path):
     assert out.returncode == 2, out.stderr[-2000:]
     assert out.stderr.strip().splitlines()[-1] == f"{data / 'manifest.json'}: scale must be 2 or 4, got 3"
     assert not (tmp_path / "run" / "run_config.json").exists()
+
+
+def test_a_short_2p5d_run_trains_and_records_context_slices(tmp_path):
+    """--context_slices=3: both phases and a validation run on K-slice stacks; run_config and the model say K."""
+    import keras
+
+    import ctpet_srgan.models  # noqa: F401 (registers the custom layers)
+    from tests._synthetic import write_tiny_dataset
+
+    data = write_tiny_dataset(tmp_path / "data", hr=16, n_train=6, n_val=2)
+    m = tmp_path / "m"
+    tiny = ["--filters=8", "--num_blocks=1", "--d_filters=4", "--batch_size=2", "--patch_size=4", "--log_every=1",
+            "--eval_every=2", "--eval_batches=1", "--content_loss=none", "--strategy=default", "--ct_dropout=0.5"]
+    run = [sys.executable, str(ROOT / "train_keras.py"), f"--data_dir={data}", f"--model_dir={m}",
+           "--pretrain_steps=2", "--gan_steps=2", *tiny]
+    out = subprocess.run([*run, "--context_slices=3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    cfg = json.loads((m / "run_config.json").read_text())
+    assert cfg["generator"]["context_slices"] == 3
+    g = keras.saving.load_model(m / "generator.keras", safe_mode=True)
+    assert {k: tuple(v.shape)[-1] for k, v in g.input.items()} == {"lr_pet": 3, "hr_ct": 3}
+    bad = subprocess.run([*run, "--context_slices=2", f"--model_dir={tmp_path / 'm2'}"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--context_slices: context_slices must be an odd integer" in bad.stderr

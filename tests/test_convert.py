@@ -620,3 +620,18 @@ def test_the_light_tfrecord_writer_writes_tensorflows_bytes(tmp_path, monkeypatc
     assert (tmp_path / "light.tfrecord").read_bytes() == (tmp_path / "tf.tfrecord").read_bytes()
     got = [r.numpy() for r in tf.data.TFRecordDataset(str(tmp_path / "light.tfrecord.gz"), compression_type="GZIP")]
     assert got == exs
+
+
+def test_conversion_never_imports_tensorflow(phantoms, tmp_path):
+    import subprocess
+    import sys
+
+    one = tmp_path / "tree"
+    shutil.copytree(phantoms / "case_001", one / "case_001")
+    code = ("import sys; from data_prep.__main__ import main; "
+            f"rc = main(['convert', '--studies', {str(one)!r}, '--out', {str(tmp_path / 'out')!r}]); "
+            "print(rc, sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    got = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, timeout=300)
+    assert got.stdout.strip().splitlines()[-1] == "0 []", got.stdout + got.stderr  # scan, prepare, shards, manifest
+    assert records.read_manifest(tmp_path / "out")["examples"] == 6

@@ -8,7 +8,9 @@ for clinical use), or None for `bundled:demo`.
 
 `Predictor.predict` runs 2-D slices in batches and, for slices larger than `tile` LR pixels, in
 overlapping tiles whose overlap is cropped (seams cut mid-band), so memory stays bounded whatever the
-slice size.
+slice size. A 2.5-D model (run_config generator context_slices K > 1) takes each slice with its neighbours:
+`predict` wants [B, h, w, K] stacks (`context_stack`), `predict_volume` / `stream_volume` build them from the volume
+(edge slices repeated).
 """
 
 from __future__ import annotations
@@ -31,8 +33,21 @@ REAL_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "real_model"
 REAL_LABEL = "trained on 20 IBSI STS patients, research use only, not for clinical use"
 BUNDLED = {"demo": DEMO_MODEL_DIR, "real": REAL_MODEL_DIR}  # `--model bundled:NAME`
 
-# raw(pet_suv [B,h,w,1] float32, ct_hu [B,H,W,1] | [B,h,w,1] | None) -> (sr_pet SUV, sr_ct HU | None), [B,H,W,1]
+# raw(pet_suv [B,h,w,K] float32, ct_hu [B,H,W,K] | [B,h,w,K] | None) -> (sr_pet SUV, sr_ct HU | None), [B,H,W,1]
 RawFn = Callable[[np.ndarray, "np.ndarray | None"], "tuple[np.ndarray, np.ndarray | None]"]
+
+
+def context_stack(images: np.ndarray, k: int) -> np.ndarray:
+    """Consecutive slices -> each slice with its neighbours, the stacks a 2.5-D model takes.
+
+    Args:
+        images: [n, H, W] consecutive slices of one volume (any units), in z order. k: context slices (odd).
+    Returns:
+        [n, H, W, k]: channel j of slice i is slice i - k//2 + j, clipped to 0..n-1 (edge slices repeated).
+    """
+    arr = np.asarray(images)
+    idx = np.clip(np.arange(arr.shape[0])[:, None] + np.arange(k)[None, :] - k // 2, 0, arr.shape[0] - 1)
+    return np.moveaxis(arr[idx], 1, -1)
 
 
 class Predictor:
@@ -40,16 +55,18 @@ class Predictor:
 
     scale: HR/LR in-plane factor; ct_input: "hr" (model takes the HR CT), "lr" (LR CT) or None (PET only);
     metadata: the run_config.json / assets/metadata.json of the model, plus "source" and "format"; config: the
-    checked RunConfig of that file (typed access: config.lr_spacing_mm, config.label, ...).
+    checked RunConfig of that file (typed access: config.lr_spacing_mm, config.label, ...); context_slices: K, the
+    slices (the slice and its neighbours) the model takes per output slice (1: a 2-D model).
     """
 
     def __init__(self, raw: RawFn, *, scale: int, ct_input: str | None, metadata: dict[str, Any],
-                 config: RunConfig | None = None):
+                 config: RunConfig | None = None, context_slices: int = 1):
         self._raw = raw
         self.scale = int(scale)
         self.ct_input = ct_input
         self.metadata = metadata
         self.config = config
+        self.context_slices = int(context_slices)
 
     @property
     def is_demo(self) -> bool:
@@ -78,15 +95,25 @@ class Predictor:
         CT is block-averaged for a model that takes the LR CT; an LR CT for a model that needs the HR CT
         is refused. `tile` is the LR tile edge (None: whole slices); neighbouring tiles share `overlap` LR
         pixels and the seam is cut in the middle of that band (see `_tiles`). "sr_ct" is absent for a PET-only model.
+        A 2.5-D model (context_slices K > 1) takes K-slice stacks instead, always batched (a [n, h, w] volume is
+        refused, not mistaken for one stack): PET [B,h,w,K], CT [B,H,W,K] or [B,h,w,K] (`context_stack`); the
+        outputs are the centre slices, [B,H,W].
         """
         pet = np.asarray(lr_pet_suv, np.float32)
-        single = pet.ndim == 2
+        k = self.context_slices
+        single = k == 1 and pet.ndim == 2
         if single:
             pet = pet[None]
-        if pet.ndim != 3:
+        if k == 1 and pet.ndim != 3:
             raise ValueError(f"lr_pet_suv must be [B, h, w] or [h, w] (SUV), got shape {np.shape(lr_pet_suv)}")
+        if k > 1 and (pet.ndim != 4 or pet.shape[-1] != k):
+            raise ValueError(f"this model takes context_slices={k} neighbouring slices: lr_pet_suv must be"
+                             f" [B, h, w, {k}] stacks (SUV; inference.context_stack, or predict_volume), got shape"
+                             f" {np.shape(lr_pet_suv)}")
+        if k == 1:
+            pet = pet[..., None]
         ct = self._prepare_ct(pet, ct_hu, single)
-        b, h, w = pet.shape
+        b, h, w = pet.shape[:3]
         s = self.scale
         out_pet = np.zeros((b, h * s, w * s), np.float32)
         out_ct = np.zeros_like(out_pet)
@@ -97,8 +124,8 @@ class Predictor:
         f = s if self.ct_input == "hr" else 1
         for ((y0, y1, oy0, oy1), (x0, x1, ox0, ox1)), i in it:
             j = min(b, i + batch_size)
-            c = None if ct is None else ct[i:j, y0 * f : y1 * f, x0 * f : x1 * f, None]
-            sr_pet, sr_ct = self._raw(pet[i:j, y0:y1, x0:x1, None], c)
+            c = None if ct is None else ct[i:j, y0 * f : y1 * f, x0 * f : x1 * f]
+            sr_pet, sr_ct = self._raw(pet[i:j, y0:y1, x0:x1], c)
             src = (slice(None), slice((oy0 - y0) * s, (oy1 - y0) * s), slice((ox0 - x0) * s, (ox1 - x0) * s), 0)
             dst = (slice(i, j), slice(oy0 * s, oy1 * s), slice(ox0 * s, ox1 * s))
             out_pet[dst] = np.asarray(sr_pet)[src]
@@ -121,18 +148,24 @@ class Predictor:
         ct = np.asarray(ct_hu, np.float32)
         if single:
             ct = ct[None]
-        b, h, w = pet.shape
+        b, h, w, k = pet.shape
         s = self.scale
-        if ct.ndim != 3 or ct.shape[0] != b:
+        if k == 1 and (ct.ndim != 3 or ct.shape[0] != b):
             raise ValueError(f"ct_hu must be [B, H, W] like the PET's batch {b}, got shape {np.shape(ct_hu)}")
-        if ct.shape[1:] == (h * s, w * s):
-            if self.ct_input == "lr" and s > 1:
-                ct = degrade_ct(ct, s)  # the LR CT exactly as data_prep made it for training
+        if k > 1 and (ct.ndim != 4 or ct.shape[0] != b or ct.shape[-1] != k):
+            raise ValueError(f"ct_hu must be [B, H, W, {k}] stacks like the PET's batch {b} (context_slices={k}),"
+                             f" got shape {np.shape(ct_hu)}")
+        if k == 1:
+            ct = ct[..., None]
+        if ct.shape[1:3] == (h * s, w * s):
+            if self.ct_input == "lr" and s > 1:  # the LR CT exactly as data_prep made it for training
+                ct = np.stack([degrade_ct(ct[..., j], s) for j in range(k)], axis=-1)
             return ct
-        if ct.shape[1:] == (h, w) and (self.ct_input == "lr" or s == 1):
+        if ct.shape[1:3] == (h, w) and (self.ct_input == "lr" or s == 1):
             return ct
         want = f"[{b}, {h * s}, {w * s}]" + (f" or [{b}, {h}, {w}]" if self.ct_input == "lr" else "")
-        raise ValueError(f"ct_hu must be {want} (HU) for LR PET {list(pet.shape)} at scale {s}, got {list(ct.shape)}")
+        got = list(ct.shape[:3] if k == 1 else ct.shape)
+        raise ValueError(f"ct_hu must be {want} (HU) for LR PET {list(pet.shape[:3])} at scale {s}, got {got}")
 
     def predict_volume(
         self,
@@ -168,7 +201,8 @@ class Predictor:
         int16 exactly) and one batch, never the whole HR volumes. The caller may drop its own reference to `ct`
         afterwards. The CT (HU, any grid overlapping the PET) is resampled onto the HR or the PET grid, as the model
         needs, one slab at a time; `batch_size` slices go through `predict` at once (in tiles of `tile` LR pixels
-        sharing `overlap`); `progress` draws a bar over the batches."""
+        sharing `overlap`); `progress` draws a bar over the batches. A 2.5-D model gets each slice with its
+        neighbours from the volume (edge slices repeated, `context_stack`)."""
         nk, nj, ni = pet.shape
         s = self.scale
         aff = hr_affine(pet.affine, s)
@@ -188,10 +222,15 @@ class Predictor:
 
         def batches() -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
             starts = list(range(0, nk, batch_size))
+            h = self.context_slices // 2
             for k0 in _progress(starts, "batches") if progress else starts:
                 k1 = min(nk, k0 + batch_size)
-                c = None if ct_in is None else ct_in(k0, k1)
-                out = self.predict(pet.array[k0:k1], c, batch_size=batch_size, tile=tile, overlap=overlap)
+                lo, hi = max(0, k0 - h), min(nk, k1 + h)  # the slab with its neighbours
+                c = None if ct_in is None else ct_in(lo, hi)
+                p = pet.array[lo:hi]
+                if h:
+                    p, c = (None if a is None else context_stack(a, 2 * h + 1)[k0 - lo : k1 - lo] for a in (p, c))
+                out = self.predict(p, c, batch_size=batch_size, tile=tile, overlap=overlap)
                 yield k0, out["sr_pet"], out.get("sr_ct")
 
         return VolumeStream(aff, hr_shape, meta, ct_meta, batches, ct_hr)
@@ -459,7 +498,8 @@ def predictor_from_keras(model, run_config: RunConfig | dict[str, Any], source: 
     scale, norm = cfg.scale, cfg.normalization
     meta = cfg.to_dict()
     meta.update(source=source, format="keras", ct_input=ct_input)
-    return Predictor(_keras_raw(model, norm, ct_key), scale=scale, ct_input=ct_input, metadata=meta, config=cfg)
+    return Predictor(_keras_raw(model, norm, ct_key), scale=scale, ct_input=ct_input, metadata=meta, config=cfg,
+                     context_slices=cfg.context_slices)
 
 
 def _input_names(model) -> list[str]:

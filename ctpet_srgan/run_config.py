@@ -154,6 +154,11 @@ class RunConfig:
             return self.extra["ct_input"]
         raise ValueError("the run_config has no generator ct_mode or ct_input; the model's inputs decide")
 
+    @property
+    def context_slices(self) -> int:
+        """The generator's context_slices (slices in per output slice; 1: 2-D, also where no generator is given)."""
+        return int((self.generator or {}).get("context_slices", 1))
+
     def generator_config(self):
         """The models.GeneratorConfig of the generator (ValueError when the run_config has none)."""
         from ctpet_srgan.models import GeneratorConfig

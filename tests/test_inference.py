@@ -218,3 +218,84 @@ def test_model_label_is_meaningful():
         assert inference.predictor_from_keras(model, rc, source).label == want, source
     labelled = inference.predictor_from_keras(model, dict(rc, label="my run"), "exports/m/1")
     assert labelled.label == "my run"
+
+
+def _previous_slice_generator(ct_mode: str = "s2d"):
+    """A 2.5-D (K = 3) stand-in that returns the PREVIOUS slice: sr_pet = nearest-upsampled channel 0 of lr_pet,
+    sr_ct = channel 0 of hr_ct ("s2d") or of the upsampled lr_ct ("lr")."""
+    import keras
+
+    from ctpet_srgan import models
+
+    prev = lambda name: models.ChannelSlice(0, 1, name=name)  # noqa: E731
+    up = lambda name: keras.layers.UpSampling2D(SCALE, interpolation="nearest", name=name)  # noqa: E731
+    inputs = {"lr_pet": keras.Input((None, None, 3), name="lr_pet")}
+    outputs = {"sr_pet": up("pet_up")(prev("pet_prev")(inputs["lr_pet"]))}
+    if ct_mode == "s2d":
+        inputs["hr_ct"] = keras.Input((None, None, 3), name="hr_ct")
+        outputs["sr_ct"] = prev("ct_prev")(inputs["hr_ct"])
+    elif ct_mode == "lr":
+        inputs["lr_ct"] = keras.Input((None, None, 3), name="lr_ct")
+        outputs["sr_ct"] = up("ct_up")(prev("ct_prev")(inputs["lr_ct"]))
+    cfg = models.GeneratorConfig(scale=SCALE, filters=8, num_blocks=1, ct_mode=ct_mode, context_slices=3)
+    from tests._serve_models import run_config
+
+    return keras.Model(inputs, outputs), run_config(cfg)
+
+
+def test_context_stack_repeats_the_edge_slices():
+    vol = np.arange(4, dtype=np.float32)[:, None, None] * np.ones((4, 2, 3), np.float32)
+    st = inference.context_stack(vol, 3)
+    assert st.shape == (4, 2, 3, 3)
+    np.testing.assert_array_equal(st[:, 0, 0], [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]])
+    np.testing.assert_array_equal(inference.context_stack(vol, 5)[0, 0, 0], [0, 0, 0, 1, 2])
+    np.testing.assert_array_equal(inference.context_stack(vol, 1)[..., 0], vol)
+
+
+@pytest.mark.parametrize("ct_mode", ["s2d", "lr"])
+def test_2p5d_model_on_a_volume_gets_each_slice_with_its_neighbours(ct_mode):
+    """The previous-slice model returns slice k-1 (slice 0: itself, the repeated edge), across batch boundaries."""
+    model, rc = _previous_slice_generator(ct_mode)
+    p = inference.predictor_from_keras(model, rc)
+    assert p.context_slices == 3
+    n = 5
+    aff = axial_affine((0, 0, 0), (4.0, 4.0, 3.0))
+    pet = Volume(np.arange(1, n + 1, dtype=np.float32)[:, None, None] * np.ones((n, 4, 3), np.float32), aff, "PT",
+                 "SUVbw")
+    ct = Volume(100.0 * np.arange(n, dtype=np.float32)[:, None, None] * np.ones((n, 4, 3), np.float32), aff, "CT",
+                "HU")
+    sr_pet, sr_ct = p.predict_volume(pet, ct, batch_size=2, tile=None, progress=False)
+    assert sr_pet.shape == (n, 8, 6)
+    prev = np.maximum(np.arange(n) - 1, 0)
+    np.testing.assert_allclose(sr_pet.array[:, 3, 2], prev + 1.0, rtol=1e-5)
+    np.testing.assert_allclose(sr_ct.array[:, 3, 2], 100.0 * prev, atol=0.05)
+    with pytest.raises(ValueError, match=r"context_slices=3 neighbouring slices.*\[B, h, w, 3\]"):
+        p.predict(pet.array, ct.array)
+
+
+def test_2p5d_generator_on_a_volume_equals_the_model_on_the_stacks():
+    import keras
+
+    from ctpet_srgan import models
+    from ctpet_srgan.evaluation.data import run_method
+    from tests._serve_models import run_config
+
+    keras.utils.set_random_seed(1)
+    cfg = models.GeneratorConfig(scale=SCALE, filters=8, num_blocks=1, ct_mode="s2d", context_slices=3)
+    model = models.build_generator(cfg)
+    for v in model.weights:  # the zero head gets random values, so neighbours change the output
+        if "kernel" in v.path and not np.any(v.numpy()):
+            v.assign(RNG.normal(0.0, 0.05, v.shape).astype("float32"))
+    p = inference.predictor_from_keras(model, run_config(cfg))
+    pet = Volume(_pet(4, 6, 5), axial_affine((0, 0, 0), (4.0, 4.0, 3.0)), "PT", "SUVbw")
+    ct = Volume(_ct(4, 12, 10), axial_affine((0, 0, 0), (2.0, 2.0, 3.0)), "CT", "HU")
+    stream = p.stream_volume(pet, ct, batch_size=3, tile=None, progress=False)
+    sr_pet, _ = stream.collect()
+    hr_ct = stream.hr_ct(0, 4)  # the CT on the HR grid, as the model got it
+    ref = keras_physical(model, inference.context_stack(pet.array, 3), inference.context_stack(hr_ct, 3), "hr_ct")
+    np.testing.assert_allclose(sr_pet.array, ref["sr_pet"][..., 0], atol=1e-4)
+    slices = [{"lr_pet": pet.array[k], "hr_ct": hr_ct[k]} for k in range(4)]  # evaluate.py's path
+    np.testing.assert_allclose(run_method(p, slices, SCALE, 2)["sr_pet"], ref["sr_pet"][..., 0], atol=1e-4)
+    flat = models.build_generator(models.GeneratorConfig(scale=SCALE, filters=8, num_blocks=1, ct_mode="s2d"))
+    assert inference.predictor_from_keras(flat, run_config(flat_cfg := models.GeneratorConfig(
+        scale=SCALE, filters=8, num_blocks=1, ct_mode="s2d"))).context_slices == 1 and flat_cfg.context_slices == 1

@@ -78,6 +78,7 @@ def run_method(method: Any, slices: list[dict], scale: int, batch_size: int,
         method: a baseline's cv2 flag name (str) or a Predictor. slices: the study's slices.
         scale: HR/LR factor. batch_size: slices per model call.
         ct_hu: the HR CT (HU, [n, H, W]) given to a model that takes a CT; default the slices' own HR CT.
+            A 2.5-D model (context_slices K > 1) gets each slice with its K - 1 neighbours (edge slices repeated).
 
     Returns:
         {"sr_pet": [n, H, W] SUV, "sr_ct": [n, H, W] HU or None}.
@@ -89,5 +90,10 @@ def run_method(method: Any, slices: list[dict], scale: int, batch_size: int,
     ct = None
     if method.ct_input is not None:
         ct = np.stack([s["hr_ct"] for s in slices]) if ct_hu is None else ct_hu
+    k = int(getattr(method, "context_slices", 1))
+    if k > 1:  # a 2.5-D model: each slice with its neighbours in the study (slices are in slice order)
+        from ctpet_srgan.inference import context_stack
+
+        lr_pet, ct = context_stack(lr_pet, k), (None if ct is None else context_stack(ct, k))
     out = method.predict(lr_pet, ct, batch_size=batch_size)
     return {"sr_pet": np.asarray(out["sr_pet"], np.float32), "sr_ct": out.get("sr_ct")}

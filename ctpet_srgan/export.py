@@ -127,6 +127,12 @@ def export_metadata(run_config: RunConfig | dict[str, Any], ct_input: str | None
     return meta
 
 
+def _input_channels(model) -> int:
+    """The channels of a Keras generator's lr_pet input (K of a 2.5-D model), 1 when unknown."""
+    inp = model.input.get("lr_pet") if isinstance(getattr(model, "input", None), dict) else None
+    return int(inp.shape[-1] or 1) if inp is not None else 1
+
+
 def export_savedmodel(
     model,
     run_config: RunConfig | dict[str, Any],
@@ -153,6 +159,10 @@ def export_savedmodel(
     from ctpet_srgan.models import ct_input_of
 
     cfg = RunConfig.coerce(run_config)
+    k = max(cfg.context_slices, _input_channels(model))
+    if k > 1:  # the signature takes one slice per output slice, not a K-slice stack
+        raise ValueError(f"context_slices > 1 cannot be exported yet (this model takes {k} neighbouring slices per"
+                         " output slice, the serving signature one): run it with generate.py / ctpet_srgan.inference")
     ct_input = ct_input_of(names, cfg.ct_mode)  # the model's CT input, checked against the run_config's ct_mode
     meta = export_metadata(cfg, ct_input)
     norm = cfg.normalization

@@ -179,3 +179,22 @@ def test_batch_zero_rejected_clearly(exported):
     fn = tf.saved_model.load(str(d)).signatures["serving_default"]
     with pytest.raises(tf.errors.InvalidArgumentError, match="pet: batch is 0; send at least one image"):
         fn(pet=tf.constant(pet[:0]), ct=tf.constant(ct[:0]))
+
+
+def test_a_2p5d_model_is_refused_not_exported_wrong(tmp_path, capsys):
+    import export_savedmodel
+    from ctpet_srgan import models
+    from tests._serve_models import run_config
+
+    cfg = models.GeneratorConfig(scale=2, filters=8, num_blocks=1, ct_mode="s2d", context_slices=3)
+    model, rc = models.build_generator(cfg), run_config(cfg)
+    with pytest.raises(ValueError, match=r"context_slices > 1 cannot be exported yet \(this model takes 3"):
+        export.export_savedmodel(model, rc, tmp_path / "e", "m", 1)
+    flat = {**rc, "generator": {**rc["generator"], "context_slices": 1}}  # a run_config that hides the stacks
+    with pytest.raises(ValueError, match="context_slices > 1 cannot be exported yet"):
+        export.export_savedmodel(model, flat, tmp_path / "e", "m", 1)
+    assert not (tmp_path / "e").exists()
+    src = save_model_dir(model, rc, tmp_path / "run")
+    assert export_savedmodel.main([f"--model={src}", f"--export_dir={tmp_path / 'e'}", "--version=1"]) == 2
+    assert "context_slices > 1 cannot be exported yet" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()

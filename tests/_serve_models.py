@@ -75,3 +75,20 @@ def keras_physical(model: keras.Model, pet_suv: np.ndarray, ct_hu: np.ndarray | 
     if "sr_ct" in out:
         res["sr_ct"] = DEFAULT.ct_from_norm(np.asarray(out["sr_ct"]))
     return res
+
+
+def previous_slice_generator(ct_mode: str = "s2d"):
+    """A 2.5-D (K = 3) stand-in that returns the PREVIOUS slice: sr_pet = nearest-upsampled channel 0 of lr_pet,
+    sr_ct = channel 0 of hr_ct ("s2d") or of the upsampled lr_ct ("lr")."""
+    prev = lambda name: models.ChannelSlice(0, 1, name=name)  # noqa: E731
+    up = lambda name: keras.layers.UpSampling2D(SCALE, interpolation="nearest", name=name)  # noqa: E731
+    inputs = {"lr_pet": keras.Input((None, None, 3), name="lr_pet")}
+    outputs = {"sr_pet": up("pet_up")(prev("pet_prev")(inputs["lr_pet"]))}
+    if ct_mode == "s2d":
+        inputs["hr_ct"] = keras.Input((None, None, 3), name="hr_ct")
+        outputs["sr_ct"] = prev("ct_prev")(inputs["hr_ct"])
+    elif ct_mode == "lr":
+        inputs["lr_ct"] = keras.Input((None, None, 3), name="lr_ct")
+        outputs["sr_ct"] = up("ct_up")(prev("ct_prev")(inputs["lr_ct"]))
+    cfg = models.GeneratorConfig(scale=SCALE, filters=8, num_blocks=1, ct_mode=ct_mode, context_slices=3)
+    return keras.Model(inputs, outputs), run_config(cfg)

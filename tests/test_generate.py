@@ -410,3 +410,24 @@ def test_a_stream_failing_midway_leaves_no_output(study, tmp_path, monkeypatch, 
         generate.generate(study / "ct", study / "pet", tmp_path / "out" / name, study / "models" / "tiny",
                           dataclasses.replace(OPTS, batch_size=1))
     assert len(calls) == 2 and _no_outputs(tmp_path / "out") == []
+
+
+def test_a_2p5d_model_gets_each_pet_slice_with_its_neighbours(tmp_path):
+    """generate.py with a K = 3 model that returns the previous slice: SR slice k is input slice k - 1 (k = 0:
+    itself, the edge repeated), so the volume was fed slice by slice with its neighbours in z order."""
+    from ctpet_srgan.geometry import axial_affine
+    from tests._serve_models import previous_slice_generator
+
+    m = save_model_dir(*previous_slice_generator("s2d"), tmp_path / "m")
+    n = 4
+    ramp = (np.arange(n, dtype=np.float32) + 1.0)[:, None, None]
+    pet = Volume(ramp * np.ones((n, 6, 5), np.float32), axial_affine((0, 0, 0), (4.0, 4.0, 3.0)), "PT", "SUVbw")
+    ct = Volume(100.0 * ramp * np.ones((n, 12, 10), np.float32), axial_affine((-1, -1, 0), (2.0, 2.0, 3.0)), "CT",
+                "HU")
+    write_nifti(pet, tmp_path / "pet.nii.gz")
+    write_nifti(ct, tmp_path / "ct.nii.gz")
+    out = tmp_path / "sr.npy"
+    generate.generate(tmp_path / "ct.nii.gz", tmp_path / "pet.nii.gz", out, m, OPTS)
+    sr = np.load(out)
+    assert sr.shape == (n, 12, 10)
+    np.testing.assert_allclose(sr[:, 5, 4], [1.0, 1.0, 2.0, 3.0], rtol=1e-4)

@@ -7,7 +7,14 @@ import pytest
 
 from ctpet_srgan import export, inference
 from ctpet_srgan.geometry import Volume, axial_affine
-from tests._serve_models import SCALE, keras_physical, passthrough_generator, save_model_dir, tiny_generator
+from tests._serve_models import (
+    SCALE,
+    keras_physical,
+    passthrough_generator,
+    previous_slice_generator,
+    save_model_dir,
+    tiny_generator,
+)
 
 RNG = np.random.default_rng(0)
 
@@ -220,29 +227,6 @@ def test_model_label_is_meaningful():
     assert labelled.label == "my run"
 
 
-def _previous_slice_generator(ct_mode: str = "s2d"):
-    """A 2.5-D (K = 3) stand-in that returns the PREVIOUS slice: sr_pet = nearest-upsampled channel 0 of lr_pet,
-    sr_ct = channel 0 of hr_ct ("s2d") or of the upsampled lr_ct ("lr")."""
-    import keras
-
-    from ctpet_srgan import models
-
-    prev = lambda name: models.ChannelSlice(0, 1, name=name)  # noqa: E731
-    up = lambda name: keras.layers.UpSampling2D(SCALE, interpolation="nearest", name=name)  # noqa: E731
-    inputs = {"lr_pet": keras.Input((None, None, 3), name="lr_pet")}
-    outputs = {"sr_pet": up("pet_up")(prev("pet_prev")(inputs["lr_pet"]))}
-    if ct_mode == "s2d":
-        inputs["hr_ct"] = keras.Input((None, None, 3), name="hr_ct")
-        outputs["sr_ct"] = prev("ct_prev")(inputs["hr_ct"])
-    elif ct_mode == "lr":
-        inputs["lr_ct"] = keras.Input((None, None, 3), name="lr_ct")
-        outputs["sr_ct"] = up("ct_up")(prev("ct_prev")(inputs["lr_ct"]))
-    cfg = models.GeneratorConfig(scale=SCALE, filters=8, num_blocks=1, ct_mode=ct_mode, context_slices=3)
-    from tests._serve_models import run_config
-
-    return keras.Model(inputs, outputs), run_config(cfg)
-
-
 def test_context_stack_repeats_the_edge_slices():
     vol = np.arange(4, dtype=np.float32)[:, None, None] * np.ones((4, 2, 3), np.float32)
     st = inference.context_stack(vol, 3)
@@ -255,7 +239,7 @@ def test_context_stack_repeats_the_edge_slices():
 @pytest.mark.parametrize("ct_mode", ["s2d", "lr"])
 def test_2p5d_model_on_a_volume_gets_each_slice_with_its_neighbours(ct_mode):
     """The previous-slice model returns slice k-1 (slice 0: itself, the repeated edge), across batch boundaries."""
-    model, rc = _previous_slice_generator(ct_mode)
+    model, rc = previous_slice_generator(ct_mode)
     p = inference.predictor_from_keras(model, rc)
     assert p.context_slices == 3
     n = 5

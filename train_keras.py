@@ -55,8 +55,9 @@ flags.DEFINE_string("vgg_weights", "keras-cache", "VGG19 no-top weights: a file 
                     " (~/.keras/models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5) or 'random' (tests only).")
 flags.DEFINE_string("vgg_layer", "block5_conv4", "VGG19 layer of the content loss (e.g. block2_conv2, block5_conv4).")
 flags.DEFINE_boolean("vgg_before_activation", True, "VGG features before the ReLU (ESRGAN) instead of after (SRGAN).")
-flags.DEFINE_enum("adv_loss", "standard", ["standard", "relativistic"], "Adversarial loss.")
-flags.DEFINE_float("adv_weight", 1e-3, "Adversarial weight (SRGAN: 1e-3).")
+flags.DEFINE_enum("adv_loss", "relativistic", ["standard", "relativistic"],
+                  "Adversarial loss (relativistic average, ESRGAN; chosen by tools/gan_study.py, see README).")
+flags.DEFINE_float("adv_weight", 1e-2, "Adversarial weight (SRGAN: 1e-3; 1e-2 chosen by tools/gan_study.py).")
 flags.DEFINE_float("ct_weight", 0.5, "Weight of the CT output's losses relative to PET.")
 # Robustness to a wrong or empty CT (ctpet_srgan/augment.py; training data only, off by default)
 flags.DEFINE_float("ct_shift_max_mm", 0.0, "Misregistration augmentation: shift each training CT in-plane by a"

@@ -81,10 +81,10 @@ def paired(lesions: dict[str, list[dict]], reference: str, seed: int = 0, n_boot
     percentile bootstrap 95% CI over lesions, and how many lesions are sharper than in the reference."""
     ref = np.array([r["fwhm_mm"] for r in lesions[reference]], float)
     out = {}
-    rng = np.random.default_rng(seed)
     for m, rows in lesions.items():
         if m == reference or not rows:
             continue
+        rng = np.random.default_rng(seed)  # the same resamples for every method, whatever the others are
         d = np.array([r["fwhm_mm"] for r in rows], float) - ref
         boot = d[rng.integers(0, d.size, (n_boot, d.size))].mean(1)
         out[m] = {"median_mm": float(np.median(d)), "mean_mm": float(d.mean()),

@@ -622,16 +622,21 @@ def test_the_light_tfrecord_writer_writes_tensorflows_bytes(tmp_path, monkeypatc
     assert got == exs
 
 
-def test_conversion_never_imports_tensorflow(phantoms, tmp_path):
+def test_conversion_never_imports_tensorflow_and_forks_its_workers(prepared, phantoms, tmp_path):
     import subprocess
     import sys
 
-    one = tmp_path / "tree"
-    shutil.copytree(phantoms / "case_001", one / "case_001")
-    code = ("import sys; from data_prep.__main__ import main; "
-            f"rc = main(['convert', '--studies', {str(one)!r}, '--out', {str(tmp_path / 'out')!r}]); "
-            "print(rc, sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    ref_out, m_ref, _ = prepared
+    out = tmp_path / "out"
+    code = ("import sys; from data_prep.__main__ import main; from data_prep.convert import pool_start_method; "
+            f"rc = main(['convert', '--studies', {str(phantoms)!r}, '--out', {str(out)!r}, '--workers', '2',"
+            " '--seed', '1', '--shard_size', '5']); "
+            "print(rc, pool_start_method(), sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
     got = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
                          text=True, timeout=300)
-    assert got.stdout.strip().splitlines()[-1] == "0 []", got.stdout + got.stderr  # scan, prepare, shards, manifest
-    assert records.read_manifest(tmp_path / "out")["examples"] == 6
+    want = "0 fork []" if sys.platform.startswith("linux") else "0 spawn []"
+    assert got.stdout.strip().splitlines()[-1] == want, got.stdout + got.stderr  # scan, prepare, shards, manifest
+    assert records.read_manifest(out) == m_ref
+    for sh in (sh for s in m_ref["splits"].values() for sh in s["shards"]):
+        assert (out / sh["file"]).read_bytes() == (ref_out / sh["file"]).read_bytes(), sh["file"]
+    assert cv.pool_start_method() == "spawn"  # this process has TensorFlow: its pools spawn

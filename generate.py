@@ -248,7 +248,7 @@ def load_model(model: str | None, pet, is_2d: bool):
     print(f"generate: running on {'GPU ' + gpus[0].name if gpus else 'CPU'}", file=sys.stderr)
     if predictor.is_demo:
         print(f"generate: using the bundled {DEMO_LABEL.upper()}", file=sys.stderr)
-    want = predictor.metadata.get("lr_spacing_mm")
+    want = predictor.config.lr_spacing_mm if predictor.config is not None else None
     if want and not is_2d and np.max(np.abs(np.asarray(pet.spacing_mm[:2]) / np.asarray(want[:2]) - 1)) > 0.25:
         print(f"generate: warning: PET pixels are {pet.spacing_mm[0]:.2f} x {pet.spacing_mm[1]:.2f} mm, the model was"
               f" trained on {want[0]:.2f} x {want[1]:.2f} mm", file=sys.stderr)

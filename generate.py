@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
+from ctpet_srgan import cli
 from ctpet_srgan.inference import DEMO_LABEL
 
 F = flags.FLAGS
@@ -297,8 +298,7 @@ def main(argv):
 
     missing = [n for n in ("input_ct", "input_pet", "output_path") if not getattr(F, n)]
     if missing:
-        print(f"generate: error: missing --{', --'.join(missing)}", file=sys.stderr)
-        return 2
+        return cli.fail(f"--{', --'.join(missing)}: required, not given")
     opts = Options(**{f.name: getattr(F, f.name) for f in dataclasses.fields(Options)})
     from ctpet_srgan.tf_quiet import import_tensorflow
 
@@ -306,8 +306,7 @@ def main(argv):
     try:
         written = generate(F.input_ct, F.input_pet, F.output_path, F.model, opts)
     except (GenerateError, InputError, FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"generate: error: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(cli.error_line(e))  # "PATH: problem", exit status 2
     for p in written:
         print(f"wrote {p}")
     return 0
@@ -347,7 +346,7 @@ def _define_flags() -> None:
 def run() -> None:
     """Console entry point `ctpet-generate` (same flags as `python generate.py`)."""
     _define_flags()
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)  # a flag error: one line, exit status 2
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ctpet_srgan import records
+from ctpet_srgan.manifest import Manifest
 
 BASELINES = {"bicubic": "INTER_CUBIC", "lanczos": "INTER_LANCZOS4"}
 FUSED, PET_ONLY = "fused_srgan", "pet_only"
@@ -38,11 +39,11 @@ def iter_studies(data_dir: str | Path, split: str = "test",
     """
     import tensorflow as tf
 
-    manifest = records.read_manifest(data_dir)
-    paths = records.shard_paths(data_dir, manifest, split)
-    ds = tf.data.TFRecordDataset(paths, compression_type=manifest.get("compression") or "")
+    manifest = Manifest.load(data_dir)
+    paths = manifest.shard_paths(data_dir, split)
+    ds = tf.data.TFRecordDataset(paths, compression_type=manifest.compression)
     ds = ds.map(records.parse_example)
-    expected = {h: int(s.get("slices", 0)) for h, s in manifest["studies"].items()}
+    expected = {h: e.slices for h, e in manifest.studies.items()}
     pending: dict[str, list[dict]] = {}
     for n, ex in enumerate(ds.as_numpy_iterator()):
         if max_slices is not None and n >= max_slices:

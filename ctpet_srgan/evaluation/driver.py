@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ctpet_srgan import figures, metrics, records
+from ctpet_srgan import figures, metrics
 from ctpet_srgan.atomic import write_bytes_atomic, write_json_atomic
 from ctpet_srgan.evaluation.aggregate import N_BOOT, fusion_gain, summarize_method, targets
 from ctpet_srgan.evaluation.data import BASELINES, FUSED, PET_ONLY, iter_studies, run_method
@@ -16,6 +16,7 @@ from ctpet_srgan.evaluation.guidance_section import guidance_study, guidance_sum
 from ctpet_srgan.evaluation.lesions import place_lesions, spacing_rc
 from ctpet_srgan.evaluation.patients import patients_section, tumour_reference, tumour_scores, water_ct
 from ctpet_srgan.evaluation.scoring import BODY_HU, LESION_MARGIN_MM, MI_BINS, score_image_only, score_study
+from ctpet_srgan.manifest import Manifest
 from ctpet_srgan.report import clean, results_markdown
 
 
@@ -48,9 +49,9 @@ def settings_record(cfg: dict, seed: int) -> dict:
     )
 
 
-def _check_scale(manifest: dict, models: dict[str, Any], data_dir) -> int:
+def _check_scale(manifest: Manifest, models: dict[str, Any], data_dir) -> int:
     """The data set's scale, refusing any model trained for another."""
-    scale = int(manifest["scale"])
+    scale = manifest.scale
     for name, p in models.items():
         if int(p.scale) != scale:
             raise ValueError(f"{name}: model scale x{p.scale} does not match the data set's x{scale} ({data_dir})")
@@ -91,7 +92,7 @@ def _count_study(data: dict, slices: list[dict], per_slice: list[list[dict]], mi
         data["n_lesion_free_studies"] += int(not lesions)
 
 
-def score_split(data_dir, manifest: dict, methods: dict[str, Any], cfg: dict, *, split: str, batch_size: int,
+def score_split(data_dir, manifest: Manifest, methods: dict[str, Any], cfg: dict, *, split: str, batch_size: int,
                 max_slices: int | None, n_figures: int, ablate: str | None = None, guidance: bool = False) -> dict:
     """Runs and scores every method on every study of the split.
 
@@ -105,16 +106,18 @@ def score_split(data_dir, manifest: dict, methods: dict[str, Any], cfg: dict, *,
         tumour_scores), references (study -> HR tumour numbers), ablation (study -> score_image_only output,
         and "tumour") and fig_slices.
     """
-    scale = int(manifest["scale"])
+    scale = manifest.scale
     st = dict(data=_new_data_record(split, scale), per_method={m: {} for m in methods},
               tumour={m: {} for m in methods}, references={}, ablation={}, ablation_tumour={}, fig_slices=[],
               guidance={})
     takes_ct = {m: not isinstance(p, str) and getattr(p, "ct_input", None) is not None for m, p in methods.items()
                 if m == "bicubic" or not isinstance(p, str)}
     for h, slices in iter_studies(data_dir, split, max_slices):
-        info = manifest["studies"].get(h, {})
-        with_truth = bool(info.get("has_truth", slices[0]["has_truth"]))
-        lesions = info.get("lesions") or []
+        entry = manifest.studies.get(h)
+        info = entry.to_dict() if entry is not None else {}  # guidance_study reads the world's entries
+        truth = entry.has_truth if entry is not None else None
+        with_truth = bool(slices[0]["has_truth"] if truth is None else truth)
+        lesions = entry.lesions if entry is not None else []
         per_slice, missing = place_lesions(lesions, slices) if with_truth else ([[] for _ in slices], 0)
         _count_study(st["data"], slices, per_slice, missing, with_truth, lesions)
         preds = {m: run_method(p, slices, scale, batch_size) for m, p in methods.items()}
@@ -193,7 +196,7 @@ def evaluate(
     out_dir = Path(out_dir)
     if (out_dir / "results.json").exists() and not overwrite:
         raise FileExistsError(f"{out_dir}: results.json already exists; pass --overwrite to replace it")
-    manifest = records.read_manifest(data_dir)
+    manifest = Manifest.load(data_dir)
     _check_scale(manifest, models, data_dir)
     cfg = scoring_config(pet_range_suv, ct_range_hu, det_threshold_suv, froc_min_suv, min_separation_mm)
     methods: dict[str, Any] = dict(BASELINES)

@@ -15,6 +15,7 @@ from ctpet_srgan.evaluation.aggregate import target_row
 from ctpet_srgan.evaluation.data import PET_ONLY
 from ctpet_srgan.evaluation.lesions import lesion_on_slice, place_lesions, spacing_rc
 from ctpet_srgan.evaluation.scoring import LESION_MARGIN_MM
+from ctpet_srgan.manifest import Manifest
 
 GUIDANCE_SHIFTS_MM = (0.0, 2.0, 5.0, 10.0)  # CT moved along +col (x) against the PET
 GUIDANCE_FP_RATE = 0.5  # false positives per slice of the matched operating point
@@ -42,9 +43,9 @@ GUIDANCE_CONVENTIONS = dict(
 )
 
 
-def is_guided(manifest: dict) -> bool:
+def is_guided(manifest: Manifest) -> bool:
     """Whether a prepared set holds guided-world phantom studies (manifest studies with world "guided")."""
-    return any(s.get("world") == "guided" for s in manifest.get("studies", {}).values())
+    return manifest.is_guided
 
 
 def _lesion_free_slices(lesions: list[dict], slices: list[dict]) -> list[bool]:

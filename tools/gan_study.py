@@ -25,12 +25,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ctpet_srgan import guidance, records  # noqa: E402
+from ctpet_srgan import guidance  # noqa: E402
 from ctpet_srgan import resolution as rs  # noqa: E402
 from ctpet_srgan.atomic import write_json_atomic  # noqa: E402
 from ctpet_srgan.errors import InputError  # noqa: E402
 from ctpet_srgan.evaluation import iter_studies, place_lesions, run_method, spacing_rc  # noqa: E402
 from ctpet_srgan.inference import load_predictor  # noqa: E402
+from ctpet_srgan.manifest import Manifest  # noqa: E402
 
 log = logging.getLogger("gan_study")
 
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        manifest = records.read_manifest(args.data_dir)
+        manifest = Manifest.load(args.data_dir)
         methods: dict = {"bicubic": "INTER_CUBIC"}
         for item in args.model:
             name, sep, path = item.partition("=")
@@ -126,9 +127,9 @@ def main(argv=None) -> int:
         if not slices:
             continue
         spacing = spacing_rc(slices[0]["hr_affine"])
-        scale = int(manifest["scale"])
+        scale = manifest.scale
         preds = {m: run_method(fn, slices, scale, args.batch_size)["sr_pet"] for m, fn in methods.items()}
-        lesions = manifest["studies"].get(study, {}).get("lesions", [])
+        lesions = manifest.studies[study].lesions if study in manifest.studies else []
         for m, v in study_measures(preds, slices, lesions, args).items():
             acc[m]["lesions"] += v["lesions"]
             acc[m]["noise"] += v["noise"]

@@ -27,6 +27,8 @@ flags.DEFINE_boolean("prepare_demo_data", False, "Create the phantom demo set in
 flags.DEFINE_integer("demo_cases", 8, "Phantom studies for --prepare_demo_data.")
 flags.DEFINE_integer("demo_seed", 0, "Seed of the phantom studies for --prepare_demo_data.")
 flags.DEFINE_integer("demo_scale", 2, "Super-resolution factor of the demo set (2 or 4).")
+flags.DEFINE_enum("demo_world", "default", ["default", "guided"],
+                  "Phantom world of --prepare_demo_data (guided: CT guidance can be right or wrong).")
 # Model
 flags.DEFINE_enum("ct_mode", "s2d", ["s2d", "lr", "none"], "CT branch: HR CT space-to-depth, LR CT, or none"
                   " (PET-only).")
@@ -154,7 +156,8 @@ def _main():
     if F.prepare_demo_data:
         from data_prep.demo import ensure_demo_data
 
-        ensure_demo_data(F.data_dir, cases=F.demo_cases, seed=F.demo_seed, scale=F.demo_scale)
+        ensure_demo_data(F.data_dir, cases=F.demo_cases, seed=F.demo_seed, scale=F.demo_scale,
+                         world=F.demo_world)
     data = Manifest.load(F.data_dir)
     try:
         gen_cfg = GeneratorConfig(scale=data.scale, filters=F.filters, num_blocks=F.num_blocks, ct_mode=F.ct_mode,

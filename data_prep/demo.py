@@ -12,9 +12,20 @@ from typing import Callable
 from ctpet_srgan.manifest import MANIFEST, Manifest
 
 
-def ensure_demo_data(data_dir: str, *, cases: int = 8, seed: int = 0, scale: int = 2, workers: int = 1,
-                     log: Callable[[str], None] = print) -> None:
-    """Makes sure DATA_DIR holds a complete prepared phantom set (`cases` studies, HR/LR `scale`)."""
+def ensure_demo_data(data_dir: str, *, cases: int = 8, seed: int = 0, scale: int = 2, world: str = "default",
+                     workers: int = 1, log: Callable[[str], None] = print) -> None:
+    """Makes sure DATA_DIR holds a complete prepared phantom set.
+
+    Args:
+        data_dir: the prepared set's folder (phantom DICOM under DATA_DIR/phantom_dicom).
+        cases: phantom studies to write. seed: their random seed. scale: the HR/LR factor (2 or 4).
+        world: the phantom world, "default" (every CT edge a PET edge) or "guided" (CT guidance can be right or
+            wrong: data_prep/phantom.py).
+        workers: conversion processes. log: progress lines.
+
+    Raises:
+        ValueError: DATA_DIR already holds a set of another scale or world.
+    """
     from data_prep.convert import ConvertConfig, convert, discover_studies
     from data_prep.phantom import PhantomConfig, write_phantom_studies
 
@@ -24,9 +35,13 @@ def ensure_demo_data(data_dir: str, *, cases: int = 8, seed: int = 0, scale: int
         if m.scale != int(scale):
             raise ValueError(f"{out}: holds a scale-{m.scale} set, scale {scale} was asked for;"
                              " use another directory")
+        held = "guided" if m.is_guided else "default"
+        if held != world:
+            raise ValueError(f"{out}: holds a {held}-world phantom set, the {world} world was asked for;"
+                             " delete it (and the run trained on it) or use another directory")
         return
     dicom = out / "phantom_dicom"
-    log(f"writing {cases} phantom studies under {dicom}")
-    write_phantom_studies(dicom, cases, seed, cfg=PhantomConfig())
+    log(f"writing {cases} {world}-world phantom studies under {dicom}")
+    write_phantom_studies(dicom, cases, seed, cfg=PhantomConfig(world=world))
     specs = discover_studies(dicom, log=log)
     convert(specs, out, ConvertConfig(scale=scale, seed=seed), workers=workers, log=log)

@@ -124,34 +124,16 @@ def _main():
     from ctpet_srgan import distribute, training
 
     strategy = distribute.make_strategy(F.strategy, F.tpu)  # first: MultiWorkerMirroredStrategy must come first
-    if F.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    if not tf.config.list_physical_devices("GPU") and F.strategy != "tpu":
-        # Grappler's remapper cannot fuse the discriminator's Conv+BiasAdd+LeakyReLU (its gradient also reads the
-        # pre-activation) and says so with an "E ... remapper failed" line in the GAN phase, which is not an error.
-        # On CPU its fusions gain nothing measurable for these models (cpu.cfg steps, paired with the matmul
-        # reference: 0.56-0.59 with it, 0.59-0.61 without; bench/RESULTS.md), so it is off there.
-        tf.config.optimizer.set_experimental_options({"remapping": False})
-    import keras
-
-    if F.mixed_precision:
-        keras.mixed_precision.set_global_policy(F.mixed_precision)
-    from ctpet_srgan import pipeline, vgg
+    _configure_tf(tf)
+    from ctpet_srgan import pipeline
     from ctpet_srgan.manifest import Manifest
     from ctpet_srgan.models import GeneratorConfig
-    from ctpet_srgan.run_config import RunConfig
 
     cfg = training.TrainConfig(**{f.name: F[FLAG_OF.get(f.name, f.name)].value
                                   for f in dataclasses.fields(training.TrainConfig)})
 
     # VGG first, so that a missing weight file fails before any data preparation or training.
-    vgg_model, vgg_label, vgg_key = None, "none (pixel + adversarial losses only)", "none"
-    if cfg.content_loss == "vgg" and cfg.gan_steps > 0:
-        with strategy.scope():
-            vgg_model, vgg_label = vgg.load_vgg_features(cfg.vgg_weights, cfg.vgg_layer, cfg.vgg_before_activation)
-        vgg_key = vgg.RUN_CONFIG_KEY[vgg_label]
-        if vgg_key == "random":
-            log.warning("VGG19 has %s: the content loss is NOT a perceptual loss", vgg_label)
+    vgg_model, vgg_label, vgg_key = _load_vgg(cfg, strategy)
 
     if F.prepare_demo_data:
         from data_prep.demo import ensure_demo_data
@@ -164,6 +146,49 @@ def _main():
                                   context_slices=F.context_slices)
     except ValueError as e:
         raise InputError("--context_slices", str(e)) from None
+    run_config = _run_config(cfg, gen_cfg, data, vgg_key)
+
+    def train_ds(seed: int):
+        ds = pipeline.make_dataset(F.data_dir, "train", batch_size=cfg.batch_size, patch_size=cfg.patch_size,
+                                   training=True, seed=seed, deterministic=F.deterministic, repeat=True,
+                                   cache=F.cache, ct_shift_max_mm=cfg.ct_shift_max_mm, ct_dropout=cfg.ct_dropout,
+                                   context_slices=gen_cfg.context_slices)
+        return ds
+
+    has_val = "val" in data.splits and data.splits["val"].examples > 0
+    val_ds = (lambda: pipeline.make_dataset(F.data_dir, "val", batch_size=cfg.val_batch_size,
+                                            context_slices=gen_cfg.context_slices)) if has_val else None
+    trainer = training.Trainer(gen_cfg=gen_cfg, cfg=cfg, model_dir=F.model_dir, strategy=strategy,
+                               train_dataset_fn=train_ds, val_dataset_fn=val_ds, run_config=run_config,
+                               resume=F.resume, vgg=vgg_model, vgg_label=vgg_label,
+                               normalization=data.normalization.to_dict())
+    _fit_and_report(trainer, cfg)
+
+
+def _configure_tf(tf) -> None:
+    """Op determinism, Grappler's remapper off on CPU and the mixed-precision policy, as the flags ask."""
+    if F.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if not tf.config.list_physical_devices("GPU") and F.strategy != "tpu":
+        # Grappler's remapper cannot fuse the discriminator's Conv+BiasAdd+LeakyReLU (its gradient also reads the
+        # pre-activation) and says so with an "E ... remapper failed" line in the GAN phase, which is not an error.
+        # On CPU its fusions gain nothing measurable for these models (cpu.cfg steps, paired with the matmul
+        # reference: 0.56-0.59 with it, 0.59-0.61 without; bench/RESULTS.md), so it is off there.
+        tf.config.optimizer.set_experimental_options({"remapping": False})
+    import keras
+
+    if F.mixed_precision:
+        keras.mixed_precision.set_global_policy(F.mixed_precision)
+
+
+def _run_config(cfg, gen_cfg, data, vgg_key: str):
+    """The run's RunConfig; with --resume, refuses a --model_dir whose run_config.json has another model.
+
+    Returns:
+        the RunConfig that the Trainer writes to --model_dir/run_config.json.
+    """
+    from ctpet_srgan.run_config import RunConfig
+
     run_config = RunConfig.from_dict({
         "generator": gen_cfg.to_dict(),
         "normalization": data.normalization.to_dict(),
@@ -182,21 +207,31 @@ def _main():
         if old.generator_config() != gen_cfg or old.scale != run_config.scale:  # configs: defaults filled in
             raise InputError(prev, f"the checkpointed model is {old.generator}, these flags ask for"
                              f" {run_config.generator}; use the same model flags to --resume")
+    return run_config
 
-    def train_ds(seed: int):
-        ds = pipeline.make_dataset(F.data_dir, "train", batch_size=cfg.batch_size, patch_size=cfg.patch_size,
-                                   training=True, seed=seed, deterministic=F.deterministic, repeat=True,
-                                   cache=F.cache, ct_shift_max_mm=cfg.ct_shift_max_mm, ct_dropout=cfg.ct_dropout,
-                                   context_slices=gen_cfg.context_slices)
-        return ds
 
-    has_val = "val" in data.splits and data.splits["val"].examples > 0
-    val_ds = (lambda: pipeline.make_dataset(F.data_dir, "val", batch_size=cfg.val_batch_size,
-                                            context_slices=gen_cfg.context_slices)) if has_val else None
-    trainer = training.Trainer(gen_cfg=gen_cfg, cfg=cfg, model_dir=F.model_dir, strategy=strategy,
-                               train_dataset_fn=train_ds, val_dataset_fn=val_ds, run_config=run_config,
-                               resume=F.resume, vgg=vgg_model, vgg_label=vgg_label,
-                               normalization=data.normalization.to_dict())
+def _load_vgg(cfg, strategy):
+    """The VGG19 feature model of the content loss (in `strategy`'s scope), or none when it is not used.
+
+    Returns:
+        (model or None, label for the logs, the run_config.json "vgg" key).
+    """
+    from ctpet_srgan import vgg
+
+    vgg_model, vgg_label, vgg_key = None, "none (pixel + adversarial losses only)", "none"
+    if cfg.content_loss == "vgg" and cfg.gan_steps > 0:
+        with strategy.scope():
+            vgg_model, vgg_label = vgg.load_vgg_features(cfg.vgg_weights, cfg.vgg_layer, cfg.vgg_before_activation)
+        vgg_key = vgg.RUN_CONFIG_KEY[vgg_label]
+        if vgg_key == "random":
+            log.warning("VGG19 has %s: the content loss is NOT a perceptual loss", vgg_label)
+    return vgg_model, vgg_label, vgg_key
+
+
+def _fit_and_report(trainer, cfg) -> None:
+    """Trains with signal handlers installed; exits 128 + signal number when interrupted, else prints the result."""
+    from ctpet_srgan import training
+
     trainer.install_signal_handlers()
     try:
         metrics = trainer.fit()

@@ -126,6 +126,78 @@ def random_patch(ex: dict, scale: int, patch_size: int, seed: tf.Tensor) -> dict
     return out
 
 
+def _check_args(training: bool, patch_size: int | None, ct_shift_max_mm: float, ct_dropout: float,
+                context_slices: int) -> None:
+    """Refuses (ValueError) a combination of `make_dataset` arguments that it cannot honour."""
+    if training and not patch_size:
+        raise ValueError("make_dataset(training=True) needs a patch_size (LR pixels)")
+    if ct_shift_max_mm < 0 or not 0.0 <= ct_dropout <= 1.0:
+        raise ValueError(f"ct_shift_max_mm must be >= 0 and ct_dropout in [0, 1], got {ct_shift_max_mm}, {ct_dropout}")
+    if (ct_shift_max_mm or ct_dropout) and not training:
+        raise ValueError("CT misregistration / dropout augment training data only (training=True)")
+    k_ctx = int(context_slices)
+    if k_ctx < 1 or k_ctx % 2 == 0:
+        raise ValueError(f"context_slices must be an odd integer >= 1, got {context_slices}")
+
+
+def _read_examples(files: list, compression: str | None, k_ctx: int, training: bool, seed: int,
+                   deterministic: bool) -> tf.data.Dataset:
+    """The parsed examples of the shards `files`: K-slice stacks in file order when k_ctx > 1, else the shards
+    interleaved (in a seeded random order when training)."""
+    if k_ctx > 1:  # neighbours need the written order: a study's slices are consecutive, possibly across shards
+        return context_stacks(tf.data.TFRecordDataset(files, compression_type=compression), k_ctx)
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
+        cycle_length=min(len(files), 4),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic,
+    )
+    return ds.map(records.parse_example, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _options(training: bool, deterministic: bool) -> tf.data.Options:
+    """The tf.data options of `make_dataset`: element order and how tf.distribute shards the data."""
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic or not training)
+    # Training data is sharded by element across workers; evaluation data is read whole by every worker (equal batch
+    # counts, so no collective hangs; Trainer.evaluate relies on it).
+    options.experimental_distribute.auto_shard_policy = (tf.data.experimental.AutoShardPolicy.DATA if training
+                                                         else tf.data.experimental.AutoShardPolicy.OFF)
+    return options
+
+
+def _ct_augmenter(seed: int, scale: int, ct_shift_max_mm: float, ct_dropout: float, levels, k_ctx: int):
+    """The map function `(i, ex) -> (i, ex)` of the CT augmentation (`augment.augment_ct`) of element i.
+
+    Args:
+        seed: the dataset seed (with i, the stateless draw of the element).
+        scale: HR pixels per LR pixel.
+        ct_shift_max_mm: largest in-plane CT shift (mm); ct_dropout: probability of the uninformative CT.
+        levels: `augment.ct_levels` of the set's normalization.
+        k_ctx: context slices K; K > 1 moves or drops every slice of the stack alike.
+    Returns:
+        The function for `Dataset.map` on an enumerated dataset.
+    """
+    def _ct(i, ex):
+        s = tf.random.experimental.stateless_fold_in(tf.stack([tf.cast(seed, tf.int64), i]), 1)
+        sp = augment.spacing_from_affine(ex["hr_affine"])
+        kw = dict(scale=scale, spacing_mm=sp, max_shift_mm=ct_shift_max_mm, dropout=ct_dropout, levels=levels)
+        out = augment.augment_ct(ex, s, **kw)
+        if k_ctx > 1:  # the same draw (seed) for every slice of the stack; the centre is the 1-channel CT
+            hr, lr = ex[ctx_key("hr_ct")], ex[ctx_key("lr_ct")]
+            chans = [augment.augment_ct({"hr_ct": hr[..., j:j + 1], "lr_ct": lr[..., j:j + 1]}, s, **kw)
+                     for j in range(k_ctx)]
+            for key in ("hr_ct", "lr_ct"):
+                out[ctx_key(key)] = tf.concat([c[key] for c in chans], axis=-1)
+        return i, out
+
+    return _ct
+
+
+# Over 60 lines only by its 13 keyword arguments and their docstring; the steps are the helpers above.
 def make_dataset(
     data_dir: str | Path,
     split: str,
@@ -160,39 +232,15 @@ def make_dataset(
     norm = manifest.normalization
     scale = manifest.scale
     compression = manifest.compression or None
-    if training and not patch_size:
-        raise ValueError("make_dataset(training=True) needs a patch_size (LR pixels)")
+    _check_args(training, patch_size, ct_shift_max_mm, ct_dropout, context_slices)
     seed = 0 if seed is None else int(seed)
-    if ct_shift_max_mm < 0 or not 0.0 <= ct_dropout <= 1.0:
-        raise ValueError(f"ct_shift_max_mm must be >= 0 and ct_dropout in [0, 1], got {ct_shift_max_mm}, {ct_dropout}")
-    if (ct_shift_max_mm or ct_dropout) and not training:
-        raise ValueError("CT misregistration / dropout augment training data only (training=True)")
     ct_aug = bool(ct_shift_max_mm or ct_dropout)
     k_ctx = int(context_slices)
-    if k_ctx < 1 or k_ctx % 2 == 0:
-        raise ValueError(f"context_slices must be an odd integer >= 1, got {context_slices}")
     levels = augment.ct_levels(norm)
 
-    options = tf.data.Options()
-    options.deterministic = bool(deterministic or not training)
-    # Training data is sharded by element across workers; evaluation data is read whole by every worker (equal batch
-    # counts, so no collective hangs; Trainer.evaluate relies on it).
-    options.experimental_distribute.auto_shard_policy = (tf.data.experimental.AutoShardPolicy.DATA if training
-                                                         else tf.data.experimental.AutoShardPolicy.OFF)
+    options = _options(training, deterministic)
 
-    if k_ctx > 1:  # neighbours need the written order: a study's slices are consecutive, possibly across shards
-        ds = context_stacks(tf.data.TFRecordDataset(files, compression_type=compression), k_ctx)
-    else:
-        ds = tf.data.Dataset.from_tensor_slices(files)
-        if training:
-            ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.interleave(
-            lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
-            cycle_length=min(len(files), 4),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=options.deterministic,
-        )
-        ds = ds.map(records.parse_example, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = _read_examples(files, compression, k_ctx, training, seed, options.deterministic)
     ds = ds.map(lambda ex: normalize(ex, norm), num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
         ds = ds.cache()
@@ -203,20 +251,8 @@ def make_dataset(
     if training:
         ds = ds.enumerate()
         if ct_aug:
-            def _ct(i, ex):
-                s = tf.random.experimental.stateless_fold_in(tf.stack([tf.cast(seed, tf.int64), i]), 1)
-                sp = augment.spacing_from_affine(ex["hr_affine"])
-                kw = dict(scale=scale, spacing_mm=sp, max_shift_mm=ct_shift_max_mm, dropout=ct_dropout, levels=levels)
-                out = augment.augment_ct(ex, s, **kw)
-                if k_ctx > 1:  # the same draw (seed) for every slice of the stack; the centre is the 1-channel CT
-                    hr, lr = ex[ctx_key("hr_ct")], ex[ctx_key("lr_ct")]
-                    chans = [augment.augment_ct({"hr_ct": hr[..., j:j + 1], "lr_ct": lr[..., j:j + 1]}, s, **kw)
-                             for j in range(k_ctx)]
-                    for key in ("hr_ct", "lr_ct"):
-                        out[ctx_key(key)] = tf.concat([c[key] for c in chans], axis=-1)
-                return i, out
-
-            ds = ds.map(_ct, num_parallel_calls=tf.data.AUTOTUNE)
+            ds = ds.map(_ct_augmenter(seed, scale, ct_shift_max_mm, ct_dropout, levels, k_ctx),
+                        num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.map(
             lambda i, ex: random_patch(ex, scale, patch_size, tf.stack([tf.cast(seed, tf.int64), i])),
             num_parallel_calls=tf.data.AUTOTUNE,

@@ -378,15 +378,19 @@ def _check_slice(ds: Dataset, p: Path, modality: str, iop0: np.ndarray, ps0: np.
     return ipp
 
 
-def _build_volume_checked(datasets: Sequence[tuple[Path, Dataset]], paths: list[Path], where: Path,
-                          pet_units: str) -> Volume:
+def _slice_order_and_affine(datasets: Sequence[tuple[Path, Dataset]], paths: list[Path], where: Path, modality: str,
+                            iop0: np.ndarray, ps0: np.ndarray, shape0: tuple[int, int],
+                            meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Checks every slice against the first and that they stack along the slice normal, evenly spaced.
+
+    Args:
+        datasets, paths: the series' files (unsorted); where: the series, for errors about the whole stack.
+        iop0, ps0, shape0: the first file's ImageOrientationPatient, PixelSpacing (mm) and Rows x Columns.
+        meta: gets the slice-thickness source of a single-slice series.
+    Returns:
+        (the slice order along the normal, the 4x4 voxel-to-patient affine in mm, LPS).
+    """
     first_path, first = datasets[0]
-    modality = str(first.get("Modality", "")).strip().upper()
-    if modality not in ("CT", "PT"):
-        raise InputError(first_path, f"modality {modality or 'missing'!r} is not CT or PT")
-    iop0 = _float_list(first, "ImageOrientationPatient", 6, first_path)
-    ps0 = _float_list(first, "PixelSpacing", 2, first_path)
-    shape0 = _shape(first, first_path)
     row, col = iop0[:3], iop0[3:]
     if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 or abs(row @ col) > 1e-3:
         raise InputError(first_path, f"ImageOrientationPatient {list(iop0)} is not two orthogonal unit vectors")
@@ -410,23 +414,25 @@ def _build_volume_checked(datasets: Sequence[tuple[Path, Dataset]], paths: list[
             f"slice positions are not along the slice normal (in-plane shift {np.abs(inplane[worst]).max():.2f} mm at "
             f"{paths[order[worst]].name}: gantry tilt or sheared stack): not supported",
         )
-    meta: dict[str, Any] = {}
     if len(datasets) == 1:
         step = _single_slice_step(first, first_path, meta)
     else:
         check_spacing([step], where, "slice spacing")
-    affine = affine_from_axes(ipps_sorted[0], row, col, (ps0[1], ps0[0]), normal * step)
+    return order, affine_from_axes(ipps_sorted[0], row, col, (ps0[1], ps0[0]), normal * step)
 
-    sorted_ds = [datasets[i] for i in order]
-    meta.update(
-        modality=modality,
-        study_uid=str(first.get("StudyInstanceUID", "")),
-        frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "")),
-        series_description=str(first.get("SeriesDescription", "")),
-        series_number=_int_tag(first, "SeriesNumber", first_path),
-        n_files=len(datasets),
-        transfer_syntax=str(getattr(getattr(first, "file_meta", None), "TransferSyntaxUID", "") or ""),
-    )
+
+def _units_and_factors(first: Dataset, sorted_ds: Sequence[tuple[Path, Dataset]], modality: str, pet_units: str,
+                       meta: dict[str, Any]) -> tuple[str, np.ndarray]:
+    """The volume's units and the per-slice factor from rescaled stored values to them (SUV tags checked here,
+    before any pixel is decoded).
+
+    Args:
+        first: the series' first file as listed (its Units tag is the stored units).
+        sorted_ds: the series' (path, dataset) in slice order; pet_units: "stored" keeps the stored units (PET).
+        meta: gets the units source and, for SUV, the scale, reference time, decay correction and rule.
+    Returns:
+        ("HU", "SUVbw" or the stored units, factors: one per slice, 1 unless converted to SUV).
+    """
     factors = np.ones(len(sorted_ds))
     if modality == "CT":
         units = "HU"
@@ -450,6 +456,32 @@ def _build_volume_checked(datasets: Sequence[tuple[Path, Dataset]], paths: list[
         meta["decay_correction"] = details.get("decay_correction")
         meta["units_source"] = details.get("units_source")
         meta["suv_rule"] = details.get("rule")
+    return units, factors
+
+
+def _build_volume_checked(datasets: Sequence[tuple[Path, Dataset]], paths: list[Path], where: Path,
+                          pet_units: str) -> Volume:
+    first_path, first = datasets[0]
+    modality = str(first.get("Modality", "")).strip().upper()
+    if modality not in ("CT", "PT"):
+        raise InputError(first_path, f"modality {modality or 'missing'!r} is not CT or PT")
+    iop0 = _float_list(first, "ImageOrientationPatient", 6, first_path)
+    ps0 = _float_list(first, "PixelSpacing", 2, first_path)
+    shape0 = _shape(first, first_path)
+    meta: dict[str, Any] = {}
+    order, affine = _slice_order_and_affine(datasets, paths, where, modality, iop0, ps0, shape0, meta)
+
+    sorted_ds = [datasets[i] for i in order]
+    meta.update(
+        modality=modality,
+        study_uid=str(first.get("StudyInstanceUID", "")),
+        frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "")),
+        series_description=str(first.get("SeriesDescription", "")),
+        series_number=_int_tag(first, "SeriesNumber", first_path),
+        n_files=len(datasets),
+        transfer_syntax=str(getattr(getattr(first, "file_meta", None), "TransferSyntaxUID", "") or ""),
+    )
+    units, factors = _units_and_factors(first, sorted_ds, modality, pet_units, meta)
     array = np.empty((len(sorted_ds), *shape0), np.float32)
     for k, (p, ds) in enumerate(sorted_ds):  # per-slice RescaleSlope/Intercept (PET slopes differ per slice)
         slope, icpt = _rescale(ds, p, required=(modality == "CT"))

@@ -270,6 +270,75 @@ def _nema(g: _Grid, fov: float, zc: float):
     return shapes, lesions
 
 
+def _label_maps(g: _Grid, shapes, suv_over: dict[str, float]):
+    """Paints the shapes (later ones over earlier) as labels on the model grid, and their HU and SUV.
+
+    Returns:
+        (label names, label map, SUV per label, HU map, SUV map).
+    """
+    names = list(_LABELS)
+    label = np.zeros(g.shape, np.uint8)
+    for name, mask in shapes:
+        label[mask] = names.index(name)
+    hu_of = np.array([_LABELS[n][0] for n in names], np.float32)
+    suv_of = np.array([suv_over.get(n, _LABELS[n][1]) for n in names], np.float32)
+    return names, label, suv_of, hu_of[label], suv_of[label]
+
+
+def _scan(cfg: PhantomConfig, hu: np.ndarray, suv: np.ndarray, scanner: dict[str, Any], rng: np.random.Generator):
+    """Images the model-grid phantom: the CT (HU block-averaged to the CT grid, plus noise), the truth PET (SUV on
+    the truth grid, truth PSF) and the clinical PET (scanner PSF, PET grid, count noise).
+
+    Args:
+        hu, suv: the model grid (HU, SUV); scanner: the guided world's PSF/counts overrides ({} for none).
+    Returns:
+        (ct, ct spacing, truth, truth spacing, clinical PET, PET spacing); spacings (x, y, z) in mm.
+    """
+    # CT: HU block-averaged to the CT grid, plus noise
+    bct = (cfg.block(cfg.ct_slice_mm), cfg.block(cfg.ct_spacing_mm), cfg.block(cfg.ct_spacing_mm))
+    ct = downsample_area(hu, bct)
+    ct = ct + rng.normal(0.0, cfg.ct_noise_hu, ct.shape).astype(np.float32) if cfg.ct_noise_hu > 0 else ct
+    ct_sp = (cfg.ct_spacing_mm, cfg.ct_spacing_mm, cfg.ct_slice_mm)
+    # PET: SUV on the truth grid (box of truth_spacing), then the two systems' PSFs
+    bt = cfg.block(cfg.truth_spacing_mm)
+    act = downsample_area(suv, (bt, bt, bt))
+    box_fwhm = cfg.truth_spacing_mm * math.sqrt(8 * math.log(2) / 12.0)  # FWHM of the box average
+    tsp = (cfg.truth_spacing_mm,) * 3
+    truth = gaussian_blur(act, tsp, extra_fwhm_mm(cfg.truth_fwhm_mm, box_fwhm), mode="nearest")
+    pet_fwhm, counts = scanner.get("psf_fwhm_mm", cfg.pet_fwhm_mm), scanner.get("counts_per_suv", cfg.counts_per_suv)
+    clin = gaussian_blur(act, tsp, extra_fwhm_mm(pet_fwhm, box_fwhm), mode="nearest")
+    r = int(round(cfg.pet_spacing_mm / cfg.truth_spacing_mm))
+    clin = add_count_noise(downsample_area(clin, (r, r, r)), counts, rng)
+    psp = (cfg.pet_spacing_mm,) * 3
+    return ct, ct_sp, truth, tsp, clin, psp
+
+
+def _acquisition(rng: np.random.Generator, seed: int, case_index: int, variant: str):
+    """The case's acquisition metadata (deterministic from seed and case).
+
+    Returns:
+        (StudyInfo, PetInfo, Bq/mL per SUV at the series time).
+    """
+    ent = ["ctpet-srgan phantom", str(seed), str(case_index)]
+    start = dt.datetime(2024, 1, 8, 8, 0) + dt.timedelta(days=case_index, minutes=int(rng.integers(0, 480)))
+    inj = start - dt.timedelta(minutes=float(rng.uniform(55, 70)))
+    weight = 70.0 if variant == "nema" else float(np.round(rng.uniform(55, 95), 1))
+    dose = float(np.round(370e6 * rng.uniform(0.85, 1.1), -5))
+    study = StudyInfo(
+        study_uid=generate_uid(entropy_srcs=ent + ["study"]),
+        frame_of_reference_uid=generate_uid(entropy_srcs=ent + ["frame"]),
+        study_datetime=start - dt.timedelta(minutes=2),
+        patient_name=f"PHANTOM^CASE{seed:04d}X{case_index:03d}",
+        patient_id=f"PHID{seed:04d}X{case_index:03d}",
+        patient_weight_kg=weight,
+    )
+    pet_info = PetInfo(injected_dose_bq=dose, half_life_s=F18_HALF_LIFE_S, injection_datetime=inj,
+                       series_datetime=start, acquisition_datetime=start)
+    decay = 2.0 ** (-(start - inj).total_seconds() / F18_HALF_LIFE_S)
+    return study, pet_info, dose * decay / (weight * 1000.0)
+
+
+# 62 lines: what stays is the order of the case's random draws (rng) between the steps, which are helpers.
 def make_phantom_case(cfg: PhantomConfig, seed: int, case_index: int, variant: str | None = None,
                       with_lesions: bool = True) -> PhantomCase:
     """Builds one case in memory (a pure function of cfg, seed, case_index, variant)."""
@@ -289,13 +358,7 @@ def make_phantom_case(cfg: PhantomConfig, seed: int, case_index: int, variant: s
         shapes, lesions, suv_over = *_nema(g, cfg.fov_mm, zc), {}
     else:
         (shapes, suv_over), lesions = _anatomy(variant, g, cfg.fov_mm, zc, zext, rng), []
-    names = list(_LABELS)
-    label = np.zeros(g.shape, np.uint8)
-    for name, mask in shapes:
-        label[mask] = names.index(name)
-    hu_of = np.array([_LABELS[n][0] for n in names], np.float32)
-    suv_of = np.array([suv_over.get(n, _LABELS[n][1]) for n in names], np.float32)
-    hu, suv = hu_of[label], suv_of[label]
+    names, label, suv_of, hu, suv = _label_maps(g, shapes, suv_over)
 
     if variant != "nema" and with_lesions:
         lesions = _place_lesions(rng, g, label, names, suv_of, _LESION_HOSTS[variant], zext, z0)
@@ -315,45 +378,13 @@ def make_phantom_case(cfg: PhantomConfig, seed: int, case_index: int, variant: s
     if guided:
         hu = gw.ct_only_and_shift(hu, lesions)
 
-    # CT: HU block-averaged to the CT grid, plus noise
-    bct = (cfg.block(cfg.ct_slice_mm), cfg.block(cfg.ct_spacing_mm), cfg.block(cfg.ct_spacing_mm))
-    ct = downsample_area(hu, bct)
-    ct = ct + rng.normal(0.0, cfg.ct_noise_hu, ct.shape).astype(np.float32) if cfg.ct_noise_hu > 0 else ct
-    ct_sp = (cfg.ct_spacing_mm, cfg.ct_spacing_mm, cfg.ct_slice_mm)
-    # PET: SUV on the truth grid (box of truth_spacing), then the two systems' PSFs
-    bt = cfg.block(cfg.truth_spacing_mm)
-    act = downsample_area(suv, (bt, bt, bt))
-    box_fwhm = cfg.truth_spacing_mm * math.sqrt(8 * math.log(2) / 12.0)  # FWHM of the box average
-    tsp = (cfg.truth_spacing_mm,) * 3
-    truth = gaussian_blur(act, tsp, extra_fwhm_mm(cfg.truth_fwhm_mm, box_fwhm), mode="nearest")
     scanner = gw.scanner() if guided else {}
-    pet_fwhm, counts = scanner.get("psf_fwhm_mm", cfg.pet_fwhm_mm), scanner.get("counts_per_suv", cfg.counts_per_suv)
-    clin = gaussian_blur(act, tsp, extra_fwhm_mm(pet_fwhm, box_fwhm), mode="nearest")
-    r = int(round(cfg.pet_spacing_mm / cfg.truth_spacing_mm))
-    clin = add_count_noise(downsample_area(clin, (r, r, r)), counts, rng)
-    psp = (cfg.pet_spacing_mm,) * 3
+    ct, ct_sp, truth, tsp, clin, psp = _scan(cfg, hu, suv, scanner, rng)
 
     def aff(sp):
         return axial_affine((x0 + sp[0] / 2, y0 + sp[1] / 2, z0 + sp[2] / 2), sp)
 
-    # acquisition metadata (deterministic from seed and case)
-    ent = ["ctpet-srgan phantom", str(seed), str(case_index)]
-    start = dt.datetime(2024, 1, 8, 8, 0) + dt.timedelta(days=case_index, minutes=int(rng.integers(0, 480)))
-    inj = start - dt.timedelta(minutes=float(rng.uniform(55, 70)))
-    weight = 70.0 if variant == "nema" else float(np.round(rng.uniform(55, 95), 1))
-    dose = float(np.round(370e6 * rng.uniform(0.85, 1.1), -5))
-    study = StudyInfo(
-        study_uid=generate_uid(entropy_srcs=ent + ["study"]),
-        frame_of_reference_uid=generate_uid(entropy_srcs=ent + ["frame"]),
-        study_datetime=start - dt.timedelta(minutes=2),
-        patient_name=f"PHANTOM^CASE{seed:04d}X{case_index:03d}",
-        patient_id=f"PHID{seed:04d}X{case_index:03d}",
-        patient_weight_kg=weight,
-    )
-    pet_info = PetInfo(injected_dose_bq=dose, half_life_s=F18_HALF_LIFE_S, injection_datetime=inj,
-                       series_datetime=start, acquisition_datetime=start)
-    decay = 2.0 ** (-(start - inj).total_seconds() / F18_HALF_LIFE_S)
-    bqml_per_suv = dose * decay / (weight * 1000.0)
+    study, pet_info, bqml_per_suv = _acquisition(rng, seed, case_index, variant)
     meta = {"study_uid": study.study_uid, "frame_of_reference_uid": study.frame_of_reference_uid}
     return PhantomCase(
         case_index=case_index,

@@ -140,6 +140,33 @@ def background_roi_centres(center_rc, ring_mm: float, spacing_mm, n: int = 12) -
     return out
 
 
+def _background_means(img: np.ndarray, center_rc: Sequence[float], r: float, ring: float,
+                      spacing_mm: Sequence[float], n_background: int,
+                      background_mask: np.ndarray | None) -> list[float]:
+    """The means C_B,k of the background ROIs of `sphere_contrast` that can be placed.
+
+    Args:
+        r: ROI radius (mm); ring: radius (mm) of the ring of ROI centres around `center_rc` (row, col pixels).
+    Returns:
+        One mean per ROI kept: fully inside the image and, if given, inside `background_mask`.
+    """
+    bkg_means = []
+    for c in background_roi_centres(center_rc, ring, spacing_mm, n_background):
+        # fully inside the image: the circle's bounding box must lie within the pixel grid
+        if not (
+            c[0] - r / spacing_mm[0] >= -0.5
+            and c[1] - r / spacing_mm[1] >= -0.5
+            and c[0] + r / spacing_mm[0] <= img.shape[0] - 0.5
+            and c[1] + r / spacing_mm[1] <= img.shape[1] - 0.5
+        ):
+            continue
+        roi = disk_mask(img.shape, c, r, spacing_mm)
+        if not roi.any() or (background_mask is not None and not np.all(np.asarray(background_mask, bool)[roi])):
+            continue
+        bkg_means.append(float(img[roi].mean()))
+    return bkg_means
+
+
 def sphere_contrast(
     image: np.ndarray,
     center_rc: Sequence[float],
@@ -178,20 +205,7 @@ def sphere_contrast(
         return dict(c_hot=nan, c_bkg=nan, sd_bkg=nan, crc=nan, bv=nan, cnr=nan, n_background=0)
     c_hot = float(img[hot].mean())
     ring = diameter_mm + 10.0 if ring_mm is None else float(ring_mm)
-    bkg_means = []
-    for c in background_roi_centres(center_rc, ring, spacing_mm, n_background):
-        # fully inside the image: the circle's bounding box must lie within the pixel grid
-        if not (
-            c[0] - r / spacing_mm[0] >= -0.5
-            and c[1] - r / spacing_mm[1] >= -0.5
-            and c[0] + r / spacing_mm[0] <= img.shape[0] - 0.5
-            and c[1] + r / spacing_mm[1] <= img.shape[1] - 0.5
-        ):
-            continue
-        roi = disk_mask(img.shape, c, r, spacing_mm)
-        if not roi.any() or (background_mask is not None and not np.all(np.asarray(background_mask, bool)[roi])):
-            continue
-        bkg_means.append(float(img[roi].mean()))
+    bkg_means = _background_means(img, center_rc, r, ring, spacing_mm, n_background, background_mask)
     k = len(bkg_means)
     if k < max(2, min_background):
         return dict(c_hot=c_hot, c_bkg=nan, sd_bkg=nan, crc=nan, bv=nan, cnr=nan, n_background=k)

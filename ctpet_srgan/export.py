@@ -32,6 +32,34 @@ _META_KEYS = ("schema_version", "scale", "hr_spacing_mm", "lr_spacing_mm", "norm
               "git_commit", "vgg", "generator", "demo", "label", "bundled", "clinical_use", "trained_on")
 
 
+def _checked(x, name: str, want: str, lo: float, hi: float, units: str, expect_hw=None):
+    """x after run-time checks of shape and values; each failure is an InvalidArgument naming the input.
+
+    tf.ensure_shape checks rank and channels when the request runs (tf.debugging.assert_rank would be decided
+    at trace time from the signature): a wrong rank must fail the request, not reach a kernel that aborts.
+    Values must be finite and within [lo, hi] `units`: one NaN would otherwise spread through every
+    convolution into hundreds of NaN outputs."""
+    import tensorflow as tf
+
+    msg = f"{name} must be {want}"
+    x = tf.ensure_shape(x, [None, None, None, 1], name=f"check_{name}")
+    shape = tf.shape(x)
+    checks = [tf.debugging.assert_positive(shape[:1], message=f"{name}: batch is 0; send at least one image"),
+              tf.debugging.assert_positive(shape[1:3], message=msg)]
+    if expect_hw is not None:
+        checks.append(tf.debugging.assert_equal(shape[:3], expect_hw, message=msg))
+    with tf.control_dependencies(checks):
+        x = tf.debugging.assert_all_finite(x, message=f"{name} has NaN or Inf values; {name} must be finite "
+                                                      f"{units}")
+        low, high = tf.reduce_min(x), tf.reduce_max(x)
+        checks = [tf.debugging.assert_greater_equal(low, tf.constant(lo, tf.float32), message=(
+                      f"{name} has values below {lo:g} {units} (negative activity or not {units})")),
+                  tf.debugging.assert_less_equal(high, tf.constant(hi, tf.float32), message=(
+                      f"{name} has values above {hi:g} {units}: implausible, not {units}?"))]
+    with tf.control_dependencies(checks):
+        return tf.identity(x)
+
+
 def build_serving_module(model, normalization: Normalization, scale: int, ct_input: str | None):
     """tf.Module whose `serve` maps HU / SUV inputs to HU / SUV outputs through the (normalised) `model`."""
     import tensorflow as tf
@@ -41,38 +69,13 @@ def build_serving_module(model, normalization: Normalization, scale: int, ct_inp
     ct_key = {"hr": "hr_ct", "lr": "lr_ct", None: None}[ct_input]
     spec = tf.TensorSpec([None, None, None, 1], tf.float32)
 
-    def checked(x, name: str, want: str, lo: float, hi: float, units: str, expect_hw=None):
-        """x after run-time checks of shape and values; each failure is an InvalidArgument naming the input.
-
-        tf.ensure_shape checks rank and channels when the request runs (tf.debugging.assert_rank would be decided
-        at trace time from the signature): a wrong rank must fail the request, not reach a kernel that aborts.
-        Values must be finite and within [lo, hi] `units`: one NaN would otherwise spread through every
-        convolution into hundreds of NaN outputs."""
-        msg = f"{name} must be {want}"
-        x = tf.ensure_shape(x, [None, None, None, 1], name=f"check_{name}")
-        shape = tf.shape(x)
-        checks = [tf.debugging.assert_positive(shape[:1], message=f"{name}: batch is 0; send at least one image"),
-                  tf.debugging.assert_positive(shape[1:3], message=msg)]
-        if expect_hw is not None:
-            checks.append(tf.debugging.assert_equal(shape[:3], expect_hw, message=msg))
-        with tf.control_dependencies(checks):
-            x = tf.debugging.assert_all_finite(x, message=f"{name} has NaN or Inf values; {name} must be finite "
-                                                          f"{units}")
-            low, high = tf.reduce_min(x), tf.reduce_max(x)
-            checks = [tf.debugging.assert_greater_equal(low, tf.constant(lo, tf.float32), message=(
-                          f"{name} has values below {lo:g} {units} (negative activity or not {units})")),
-                      tf.debugging.assert_less_equal(high, tf.constant(hi, tf.float32), message=(
-                          f"{name} has values above {hi:g} {units}: implausible, not {units}?"))]
-        with tf.control_dependencies(checks):
-            return tf.identity(x)
-
     def run(pet, ct):
-        pet = checked(pet, "pet", "[batch, h, w, 1] float32 SUVbw with h, w >= 1", *PET_RANGE_SUV, "SUVbw")
+        pet = _checked(pet, "pet", "[batch, h, w, 1] float32 SUVbw with h, w >= 1", *PET_RANGE_SUV, "SUVbw")
         inputs = {"lr_pet": norm.pet_to_norm(pet)}
         if ct_key is not None:
             f = s if ct_input == "hr" else 1
             want = f"[batch, h*{s}, w*{s}, 1]" if f > 1 else "[batch, h, w, 1]"
-            ct = checked(ct, "ct", f"{want} float32 HU where pet is [batch, h, w, 1]", *CT_RANGE_HU, "HU",
+            ct = _checked(ct, "ct", f"{want} float32 HU where pet is [batch, h, w, 1]", *CT_RANGE_HU, "HU",
                          expect_hw=tf.shape(pet)[:3] * [1, f, f])
             inputs[ct_key] = norm.ct_to_norm(ct, clip_fn=tf.clip_by_value)
         out = model(inputs, training=False)

@@ -306,7 +306,44 @@ class Trainer:
         self.history: collections.deque[dict[str, float]] = collections.deque(maxlen=10_000)
         total = cfg.pretrain_steps + cfg.gan_steps
         keras.utils.set_random_seed(cfg.seed)
-        with strategy.scope():
+        g_opt, d_opt = self._build_models(vgg)
+        self._total = total
+        ckpt_dir = self.model_dir / "ckpt"  # read by every worker (shared file system)
+        write_dir = ckpt_dir
+        if not self.chief:  # non-chief workers write their (identical) checkpoints to a scratch directory
+            write_dir = Path(tempfile.mkdtemp(prefix="ctpet_srgan_worker_ckpt_"))
+        objects = dict(generator=self.generator, discriminator=self.discriminator, g_optimizer=g_opt,
+                       d_optimizer=d_opt, step=self.step, phase=self.phase, best_psnr=self.best_psnr, rng=self.rng)
+        latest = tf.train.latest_checkpoint(str(ckpt_dir))
+        if latest and not resume:
+            raise FileExistsError(f"{ckpt_dir}: holds checkpoint {latest}; pass --resume to continue it or choose a"
+                                  " new --model_dir")
+        start = int(tf.train.load_checkpoint(latest).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) if latest else 0
+        self.iterator = self._train_iterator(train_dataset_fn, start)
+        self.val_dataset_fn = val_dataset_fn
+        self.checkpoint = tf.train.Checkpoint(**objects)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(write_dir), max_to_keep=cfg.keep_checkpoints)
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            log.info("resumed from %s at step %d", latest, int(self.step.numpy()))
+        if self.chief and run_config is not None:
+            RunConfig.coerce(run_config, self.model_dir / RUN_CONFIG).save(self.model_dir)
+        self._fns = {gan: self._make_step_fn(gan) for gan in (False, True)}
+        self._eval_fn = tf.function(reduce_retracing=True)(
+            lambda b: self._reduce(self.strategy.run(self.model.replica_eval, args=(b,))))
+        self._writers = {}
+        if self.chief:
+            self._writers = {k: tf.summary.create_file_writer(str(self.model_dir / "logs" / k))
+                             for k in ("train", "val")}
+
+    def _build_models(self, vgg: keras.Model | None):
+        """Builds, in the strategy's scope, G, D, the SRGAN model, the step/phase/best-PSNR variables and the RNG.
+
+        Returns:
+            (the generator's optimizer, the discriminator's optimizer), built (their slots exist).
+        """
+        cfg, gen_cfg = self.cfg, self.gen_cfg
+        with self.strategy.scope():
             self.generator = build_generator(gen_cfg)
             self.discriminator = build_discriminator(cfg.d_filters, spectral_norm=cfg.d_spectral_norm)
             g_opt = keras.optimizers.Adam(PhaseSchedule(cfg.g_lr, cfg.pretrain_steps, cfg.gan_steps,
@@ -324,40 +361,18 @@ class Trainer:
             self.best_psnr = tf.Variable(-np.inf, dtype=tf.float32, trainable=False, name="best_psnr")
             # RNG state of the loop (checkpointed so that any randomness drawn from it resumes exactly).
             self.rng = tf.random.Generator.from_seed(cfg.seed)
-        self._total = total
-        ckpt_dir = self.model_dir / "ckpt"  # read by every worker (shared file system)
-        write_dir = ckpt_dir
-        if not self.chief:  # non-chief workers write their (identical) checkpoints to a scratch directory
-            write_dir = Path(tempfile.mkdtemp(prefix="ctpet_srgan_worker_ckpt_"))
-        objects = dict(generator=self.generator, discriminator=self.discriminator, g_optimizer=g_opt,
-                       d_optimizer=d_opt, step=self.step, phase=self.phase, best_psnr=self.best_psnr, rng=self.rng)
-        latest = tf.train.latest_checkpoint(str(ckpt_dir))
-        if latest and not resume:
-            raise FileExistsError(f"{ckpt_dir}: holds checkpoint {latest}; pass --resume to continue it or choose a"
-                                  " new --model_dir")
-        start = int(tf.train.load_checkpoint(latest).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) if latest else 0
+        return g_opt, d_opt
+
+    def _train_iterator(self, train_dataset_fn: Callable[[int], tf.data.Dataset], start: int):
+        """The distributed iterator of global training batches from step `start` (0: a new run) on."""
+        cfg = self.cfg
         # Data order is a pure function of (seed, step): the stream restarts at the resumed step by skipping the
         # batches already used (exact, as the pipeline's augmentation is a stateless function of the element index,
         # but it re-reads them), or with data_resume="reseed" from a new seed that depends on (seed, step) (instant).
         ds = train_dataset_fn(cfg.seed if (start == 0 or cfg.data_resume == "skip") else cfg.seed + 1_000_003 * start)
         if start and cfg.data_resume == "skip":
             ds = ds.skip(start)
-        self.iterator = iter(strategy.experimental_distribute_dataset(ds))
-        self.val_dataset_fn = val_dataset_fn
-        self.checkpoint = tf.train.Checkpoint(**objects)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(write_dir), max_to_keep=cfg.keep_checkpoints)
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-            log.info("resumed from %s at step %d", latest, int(self.step.numpy()))
-        if self.chief and run_config is not None:
-            RunConfig.coerce(run_config, self.model_dir / RUN_CONFIG).save(self.model_dir)
-        self._fns = {gan: self._make_step_fn(gan) for gan in (False, True)}
-        self._eval_fn = tf.function(reduce_retracing=True)(
-            lambda b: self._reduce(self.strategy.run(self.model.replica_eval, args=(b,))))
-        self._writers = {}
-        if self.chief:
-            self._writers = {k: tf.summary.create_file_writer(str(self.model_dir / "logs" / k))
-                             for k in ("train", "val")}
+        return iter(self.strategy.experimental_distribute_dataset(ds))
 
     def _reduce(self, per_replica: dict) -> dict:
         return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}

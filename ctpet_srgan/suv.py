@@ -152,6 +152,7 @@ def injection_datetime(ds, rp, series_dt: dt.datetime) -> tuple[dt.datetime, str
     return inj, source
 
 
+# One branch per SUV rule (Units, CorrectedImage, DecayCorrection) in QIBA's order: splitting would scatter the table.
 def suv_scale_factor(
     ds_first, acquisition_datetimes: Sequence[dt.datetime | None]
 ) -> tuple[float | np.ndarray, dt.datetime | None, dict[str, Any]]:

@@ -28,6 +28,7 @@ def is_nifti_path(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
+# 62 lines: one check per header and voxel problem, each with its own InputError, in the order the file is read.
 def read_nifti(path: str | os.PathLike, modality: str | None = None, units: str | None = None) -> Volume:
     """Reads a 3-D NIfTI (a trailing 4th axis of length 1 is dropped) as a Volume.
 

@@ -25,6 +25,7 @@ from ctpet_srgan import cli
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+# Argument definitions only (one line per flag of the subcommands); nothing to split.
 def _parser(fv: flags.FlagValues) -> cli.ArgumentParser:
     """The command line: absl's argparse integration (`--flagfile=FILE` anywhere), one-line errors (exit 2).
 

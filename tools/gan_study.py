@@ -16,16 +16,16 @@ PSNR/SSIM and hot spots come from evaluate.py (README "What the adversarial phas
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
 
 import numpy as np
+from absl import flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ctpet_srgan import guidance  # noqa: E402
+from ctpet_srgan import cli, guidance, metrics  # noqa: E402
 from ctpet_srgan import resolution as rs  # noqa: E402
 from ctpet_srgan.atomic import write_json_atomic  # noqa: E402
 from ctpet_srgan.errors import InputError  # noqa: E402
@@ -85,41 +85,45 @@ def paired(lesions: dict[str, list[dict]], reference: str, seed: int = 0, n_boot
     for m, rows in lesions.items():
         if m == reference or not rows:
             continue
-        rng = np.random.default_rng(seed)  # the same resamples for every method, whatever the others are
         d = np.array([r["fwhm_mm"] for r in rows], float) - ref
-        boot = d[rng.integers(0, d.size, (n_boot, d.size))].mean(1)
-        out[m] = {"median_mm": float(np.median(d)), "mean_mm": float(d.mean()),
-                  "mean_ci95_mm": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+        # one seed for every method: the same resamples, whatever the others are
+        mean, lo, hi = metrics.bootstrap_ci(d, n_boot=n_boot, seed=seed)
+        out[m] = {"median_mm": float(np.median(d)), "mean_mm": mean, "mean_ci95_mm": [lo, hi],
                   "n_sharper": int((d < 0).sum()), "n": int(d.size)}
     return out
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data_dir", required=True)
-    ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
-                    help="a model (run dir, .keras or SavedModel) under a name; repeat")
-    ap.add_argument("--split", default="test")
-    ap.add_argument("--out", required=True, help="JSON written (atomically)")
-    ap.add_argument("--batch_size", type=int, default=8)
-    ap.add_argument("--reference", default=None, help="method NAME the others are compared with lesion by lesion")
-    ap.add_argument("--roi_margin_mm", type=float, default=10.0, help="lesion ROI: radius + this each way (mm)")
-    ap.add_argument("--edge_suv_per_mm", type=float, default=0.05, help="uniform region: truth |grad| below (SUV/mm)")
-    ap.add_argument("--margin_mm", type=float, default=6.0, help="uniform region: distance from edges (mm)")
-    ap.add_argument("--nps_roi_px", type=int, default=16, help="NPS ROI edge (HR pixels)")
-    args = ap.parse_args(argv)
+def define_flags(fv: flags.FlagValues) -> None:
+    """The command line (absl flags, defined in the FlagValues `fv`)."""
+    d = dict(flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "Prepared phantom set (manifest.json + shards).", required=True, **d)
+    flags.DEFINE_multi_string("model", [], "NAME=PATH: a model (run dir, .keras or SavedModel) under a name; repeat.",
+                              **d)
+    flags.DEFINE_string("split", "test", "Split to score.", **d)
+    flags.DEFINE_string("out", None, "JSON written (atomically).", required=True, **d)
+    flags.DEFINE_integer("batch_size", 8, "Slices per batch.", **d)
+    flags.DEFINE_string("reference", None, "Method NAME the others are compared with lesion by lesion.", **d)
+    flags.DEFINE_float("roi_margin_mm", 10.0, "Lesion ROI: radius + this each way (mm).", **d)
+    flags.DEFINE_float("edge_suv_per_mm", 0.05, "Uniform region: truth |grad| below this (SUV/mm).", **d)
+    flags.DEFINE_float("margin_mm", 6.0, "Uniform region: distance from edges (mm).", **d)
+    flags.DEFINE_integer("nps_roi_px", 16, "NPS ROI edge (HR pixels).", **d)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python tools/gan_study.py ARGS` in-process (argv: the arguments after the program name); the exit status."""
+    return cli.main(define_flags, gan_study, argv, prog="tools/gan_study.py")
+
+
+def gan_study(args) -> int:
+    """Scores every method on the split; writes --out and prints the table; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        manifest = Manifest.load(args.data_dir)
-        methods: dict = {"bicubic": "INTER_CUBIC"}
-        for item in args.model:
-            name, sep, path = item.partition("=")
-            if not sep:
-                raise InputError(item, "--model wants NAME=PATH")
-            methods[name] = load_predictor(path)
-    except InputError as e:
-        print(e, file=sys.stderr)
-        return 2
+    manifest = Manifest.load(args.data_dir)
+    methods: dict = {"bicubic": "INTER_CUBIC"}
+    for item in args.model:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise InputError(item, "--model wants NAME=PATH")
+        methods[name] = load_predictor(path)
     acc = {m: {"lesions": [], "noise": []} for m in methods}
     spacing, n_studies, n_slices = None, 0, 0
     for study, slices in iter_studies(args.data_dir, args.split):
@@ -164,4 +168,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(define_flags, gan_study)

@@ -63,7 +63,6 @@ from ctpet_srgan.evaluation.guidance_section import (
     guidance_study,
     guidance_summary,
     guidance_targets,
-    is_guided,
 )
 from ctpet_srgan.evaluation.lesions import lesion_on_slice, place_lesions, slice_volume, spacing_rc
 from ctpet_srgan.evaluation.patients import (
@@ -96,7 +95,7 @@ __all__ = [
     "GUIDANCE_FP_RATE", "GUIDANCE_SHIFTS_MM", "GUIDANCE_TARGETS", "IMAGE_METRICS", "LESION_MARGIN_MM",
     "LOW_CONTRAST_RATIO", "MI_BINS", "N_BOOT", "PATIENT_CONVENTIONS", "PATIENT_KEYS", "PET_ONLY", "SMALL_LESION_MM",
     "TARGETS", "accumulate_image", "compare_patients", "ct_ablation", "evaluate", "fusion_gain", "fusion_quality",
-    "guidance_study", "guidance_summary", "guidance_targets", "is_guided", "iter_studies", "lesion_on_slice",
+    "guidance_study", "guidance_summary", "guidance_targets", "iter_studies", "lesion_on_slice",
     "medians", "nanmean", "nanmedian", "new_acc", "paired_bootstrap", "patient_rows", "patients_section",
     "place_lesions", "run_method", "score_image_only", "score_split", "score_study", "scoring_config",
     "settings_record", "slice_volume", "spacing_rc", "study_spacing", "study_summary", "summarize_method",

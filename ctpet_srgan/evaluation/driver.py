@@ -12,7 +12,7 @@ from ctpet_srgan import figures, metrics
 from ctpet_srgan.atomic import write_bytes_atomic, write_json_atomic
 from ctpet_srgan.evaluation.aggregate import N_BOOT, fusion_gain, summarize_method, targets
 from ctpet_srgan.evaluation.data import BASELINES, FUSED, PET_ONLY, iter_studies, run_method
-from ctpet_srgan.evaluation.guidance_section import guidance_study, guidance_summary, guidance_targets, is_guided
+from ctpet_srgan.evaluation.guidance_section import guidance_study, guidance_summary, guidance_targets
 from ctpet_srgan.evaluation.lesions import place_lesions, spacing_rc
 from ctpet_srgan.evaluation.patients import patients_section, tumour_reference, tumour_scores, water_ct
 from ctpet_srgan.evaluation.scoring import BODY_HU, LESION_MARGIN_MM, MI_BINS, score_image_only, score_study
@@ -188,7 +188,7 @@ def evaluate(
         gain is it minus "pet_only" when both are among `models`. ct_ablation: also run `fused_name` (when it takes
         a CT) with water_ct, to measure what its CT contributes. guidance: the "guidance" section (CT reliance,
         misregistration, CT-only imprint, PET-only lesions, hallucinations; issue 12); None = when the set is a
-        guided phantom world (is_guided).
+        guided phantom world (Manifest.is_guided).
 
     Returns:
         The results dict also written to OUT/results.json (None for NaN, "inf" for infinite numbers).
@@ -202,7 +202,7 @@ def evaluate(
     methods: dict[str, Any] = dict(BASELINES)
     methods.update(models)
     ablate = fused_name if ct_ablation and getattr(models.get(fused_name), "ct_input", None) is not None else None
-    guidance = is_guided(manifest) if guidance is None else bool(guidance)
+    guidance = manifest.is_guided if guidance is None else bool(guidance)
     st = score_split(data_dir, manifest, methods, cfg, split=split, batch_size=batch_size, max_slices=max_slices,
                      n_figures=n_figures, ablate=ablate, guidance=guidance)
     results_methods = {m: summarize_method(st["per_method"][m], cfg) for m in methods}

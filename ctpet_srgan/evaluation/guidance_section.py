@@ -15,7 +15,6 @@ from ctpet_srgan.evaluation.aggregate import target_row
 from ctpet_srgan.evaluation.data import PET_ONLY
 from ctpet_srgan.evaluation.lesions import lesion_on_slice, place_lesions, spacing_rc
 from ctpet_srgan.evaluation.scoring import LESION_MARGIN_MM
-from ctpet_srgan.manifest import Manifest
 
 GUIDANCE_SHIFTS_MM = (0.0, 2.0, 5.0, 10.0)  # CT moved along +col (x) against the PET
 GUIDANCE_FP_RATE = 0.5  # false positives per slice of the matched operating point
@@ -41,11 +40,6 @@ GUIDANCE_CONVENTIONS = dict(
               "shared: the same hot spots at one absolute threshold for every method, shared_threshold_suv ="
               " det_threshold_suv (the issue-12 hot-spot target compares methods there)",
 )
-
-
-def is_guided(manifest: Manifest) -> bool:
-    """Whether a prepared set holds guided-world phantom studies (manifest studies with world "guided")."""
-    return manifest.is_guided
 
 
 def _lesion_free_slices(lesions: list[dict], slices: list[dict]) -> list[bool]:

@@ -79,7 +79,12 @@ def _is_candidate(path: Path) -> bool:
 
 def _dcmread(path: Path, *, header_only: bool) -> Dataset | None:
     """Reads a file; None for a magic-less, extension-less file that is not DICOM (skipped). One open per file:
-    the preamble check and the parse share it."""
+    the preamble check and the parse share it.
+
+    A full read leaves element values raw (pydicom converts one when it is first read): converting all of them
+    here cost more than decoding the pixels, and most are never read. Every reader of a dataset's values does so
+    inside `_blame(path)` of its file, so a value that fails to convert names the file; one never read (a corrupt
+    description in a later slice) does not block the series."""
     kwargs: dict[str, Any] = {}
     if header_only:
         kwargs.update(stop_before_pixels=True, specific_tags=_HEADER_TAGS)
@@ -90,8 +95,9 @@ def _dcmread(path: Path, *, header_only: bool) -> Dataset | None:
             magic = len(head) == 132 and head[128:132] == b"DICM"
             f.seek(0)
             ds = pydicom.dcmread(f, force=not magic, **kwargs)
-            for _ in ds.iterall():  # converts every raw element now, so lazy pydicom errors name this file
-                pass
+            if header_only:  # the few scanned tags are converted now: a file whose pairing tags fail is skipped
+                for _ in ds.iterall():
+                    pass
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as e:  # pydicom raises many types on corrupt input
@@ -269,7 +275,8 @@ def _group_by_series(datasets: Sequence[tuple[Path, Dataset]], where: Path) -> N
     groups: dict[str, list[Dataset]] = collections.defaultdict(list)
     derived: list[Path] = []
     for p, ds in datasets:
-        key, was_derived = series_key(ds, p)
+        with _blame(p):
+            key, was_derived = series_key(ds, p)
         if was_derived:
             derived.append(p)
         groups[key].append(ds)
@@ -443,13 +450,20 @@ def _units_and_factors(first: Dataset, sorted_ds: Sequence[tuple[Path, Dataset]]
         meta["units_source"] = "stored (no SUV conversion asked)"
     else:  # SUV tags are checked before any pixel is decoded
         units = "SUVbw"
-        times = [acquisition_datetime(ds) for _, ds in sorted_ds]
-        factor, ref, details = suv_scale_factor(sorted_ds[0][1], times)
+        times = []
+        for p, ds in sorted_ds:
+            with _blame(p):
+                times.append(acquisition_datetime(ds))
+        with _blame(sorted_ds[0][0]):
+            factor, ref, details = suv_scale_factor(sorted_ds[0][1], times)
         factors = factors * np.asarray(factor, np.float64)
         if str(details.get("units_source", "")).startswith("CNTS"):
-            ref_scales = philips_scale_factors(sorted_ds[0][1])
+            with _blame(sorted_ds[0][0]):
+                ref_scales = philips_scale_factors(sorted_ds[0][1])
             for p, ds in sorted_ds:
-                if philips_scale_factors(ds) != ref_scales:
+                with _blame(p):
+                    scales = philips_scale_factors(ds)
+                if scales != ref_scales:
                     raise InputError(p, "Philips private scale factors (7053,1000/1009) differ between slices")
         meta["suv_scale"] = [float(f) for f in factor] if np.ndim(factor) else float(factor)
         meta["suv_reference_time"] = ref.isoformat() if ref is not None else None
@@ -484,7 +498,8 @@ def _build_volume_checked(datasets: Sequence[tuple[Path, Dataset]], paths: list[
     units, factors = _units_and_factors(first, sorted_ds, modality, pet_units, meta)
     array = np.empty((len(sorted_ds), *shape0), np.float32)
     for k, (p, ds) in enumerate(sorted_ds):  # per-slice RescaleSlope/Intercept (PET slopes differ per slice)
-        slope, icpt = _rescale(ds, p, required=(modality == "CT"))
+        with _blame(p):
+            slope, icpt = _rescale(ds, p, required=(modality == "CT"))
         pix = _pixels(ds, p)
         if pix.shape != shape0:
             raise InputError(p, f"pixel data shape {pix.shape} differs from Rows x Columns {shape0}")

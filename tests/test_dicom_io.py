@@ -402,14 +402,27 @@ def test_negative_dimensions_refused(tmp_path):
         read_series(tmp_path / "ct")
 
 
+def _bad_vr(path, elem: bytes) -> None:
+    raw = path.read_bytes()
+    assert raw.count(elem) == 1
+    path.write_bytes(raw.replace(elem, elem[:4] + b"QQ"))
+
+
 def test_unknown_vr_raised_lazily_names_the_file(tmp_path):
     paths = write_ct(tmp_path, _ct_array(), AFF)
-    raw = paths[2].read_bytes()
-    elem = b"\x08\x00\x3e\x10LO"  # SeriesDescription, explicit VR little endian
-    assert raw.count(elem) == 1
-    paths[2].write_bytes(raw.replace(elem, b"\x08\x00\x3e\x10QQ"))
-    with pytest.raises(InputError, match=f"^{paths[2]}: not a readable DICOM file .*QQ"):
+    _bad_vr(paths[2], b"\x20\x00\x32\x00DS")  # ImagePositionPatient (read for every slice), explicit VR LE
+    with pytest.raises(InputError, match=f"^{paths[2]}: invalid header value .*QQ"):
         read_series(tmp_path / "ct")
+
+
+def test_unknown_vr_in_a_tag_never_read(tmp_path):
+    """A later slice's SeriesDescription is never read by read_series (the first file's is): the series reads, and
+    equals the intact one. The header scan converts it (a pairing tag) and skips the file."""
+    paths = write_ct(tmp_path, _ct_array(), AFF)
+    intact = read_series(tmp_path / "ct")
+    _bad_vr(paths[2], b"\x08\x00\x3e\x10LO")  # SeriesDescription
+    vol = read_series(tmp_path / "ct")
+    np.testing.assert_array_equal(vol.array, intact.array)
     with pytest.raises(InputError, match=str(paths[2])):
         scan_dicom_tree(tmp_path, on_error="raise")
     assert [s["n_files"] for s in scan_dicom_tree(tmp_path)] == [SHAPE[0] - 1]  # skipped with a warning

@@ -206,3 +206,52 @@ def test_a_real_ibsi_contour_on_its_pet_grid():
     assert len(checks) == len({round(float(p[:, 2].mean()), 1) for p in roi.polygons})
     suv = pet.array
     assert suv[mask > 0].mean() > 2 * suv[mask == 0].mean()  # the contour is on the FDG-avid tumour
+
+
+def _reference_inside(xy: np.ndarray, x: float, y: float) -> bool:
+    """The crossing-number rule for one point, edge by edge in plain Python (what `inside` vectorises)."""
+    odd = False
+    n = len(xy)
+    for e in range(n):
+        (a, b), (c, d) = xy[e], xy[(e + 1) % n]
+        if b != d and (b > y) != (d > y) and x < a + (y - b) * (c - a) / (d - b):
+            odd = not odd
+    return odd
+
+
+def test_inside_equals_the_per_point_rule_on_edges_vertices_and_chunks(monkeypatch):
+    rng = np.random.default_rng(3)
+    star = np.array([[np.cos(t) * r, np.sin(t) * r] for t, r in
+                     zip(np.linspace(0, 2 * np.pi, 14, endpoint=False), [5, 2] * 7)]) + 6.0
+    poly = np.vstack([star, [[6.0, 11.0], [6.0, 11.0]]])  # a repeated vertex and a horizontal (zero) edge
+    py, px = np.mgrid[0:13, 0:13].astype(np.float64)  # integer points: many lie exactly on edges and vertices
+    px = np.concatenate([px.ravel(), rng.uniform(0, 12, 301)])
+    py = np.concatenate([py.ravel(), rng.uniform(0, 12, 301)])
+    want = np.array([_reference_inside(poly, x, y) for x, y in zip(px, py)])
+    assert 20 < want.sum() < len(want) - 20
+    np.testing.assert_array_equal(rs.inside(poly, px, py), want)
+    np.testing.assert_array_equal(rs.inside(poly, px.reshape(2, -1), py.reshape(2, -1)), want.reshape(2, -1))
+    monkeypatch.setattr(rs, "_PAIRS_PER_CHUNK", 3 * len(px))  # the chunked path: three edges per chunk
+    np.testing.assert_array_equal(rs.inside(poly, px, py), want)
+
+
+def test_contour_data_parsed_from_raw_bytes_equals_pydicom(tmp_path):
+    f = tmp_path / "RS.dcm"
+    pts = _polygon(4, circle(7.3, n=50)) + 1e-7  # many digits per coordinate
+    _write_rtstruct(f, [(7, "GTV_Mass", [pts])])
+    ds = pydicom.dcmread(f)
+    item = ds.ROIContourSequence[0].ContourSequence[0]
+    assert isinstance(item.get_item(0x30060050).value, bytes)  # still raw: the numpy path
+    fast = rs._contour_values(item)
+    slow = np.array([float(v) for v in item.ContourData])  # pydicom's DS conversion (now converted)
+    np.testing.assert_array_equal(fast, slow)
+    np.testing.assert_array_equal(rs._contour_values(item), slow)  # the converted path gives the same
+    del item.ContourData
+    assert rs._contour_values(item) is None
+    bad = tmp_path / "bad.dcm"
+    _write_rtstruct(bad, [(7, "GTV_Mass", [pts])])
+    raw = bad.read_bytes()
+    i = raw.index(b"\x06\x30\x50\x00DS")
+    bad.write_bytes(raw[: i + 8] + raw[i + 8:].replace(b"-", b"q", 1))
+    with pytest.raises(InputError, match=f"^{bad}: ROI 7: ContourData is not numeric"):
+        rs.read_rois(bad)

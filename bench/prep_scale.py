@@ -61,6 +61,8 @@ def _runners(work: Path, cfg) -> dict[str, tuple[int, Callable[[Path], None]]]:
         name = f"cli_{'local' if runner == 'local' else 'beam'}_{w}"
         argv = [sys.executable, "-m", "data_prep", "convert", "--out", str(work / name), "--overwrite",
                 "--seed", str(cfg.seed), "--scale", str(cfg.scale), "--workers", str(w), f"--runner={runner}"]
+        if cfg.hr_spacing_mm is not None:
+            argv.append(f"--hr_spacing_mm={cfg.hr_spacing_mm}")
 
         def run(root: Path) -> None:
             subprocess.run(argv + ["--studies", str(root)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
@@ -97,12 +99,29 @@ def worker_startup_s() -> float:
     return time.perf_counter() - t
 
 
+def _copy_studies(src: Path, dst: Path, cases: int) -> list[str]:
+    """Copies the first `cases` study folders of `src` (sorted) into `dst`; their names."""
+    if not src.is_dir():
+        from ctpet_srgan.errors import InputError
+
+        raise InputError(src, "is not a folder of studies")
+    names = sorted(p.name for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))[:cases]
+    if len(names) < cases:
+        raise ValueError(f"{src}: {len(names)} study folders, fewer than --cases={cases}")
+    for n in names:
+        shutil.copytree(src / n, dst / n)
+    return names
+
+
 def measure(cases: int, small: bool, repeats: int, work: Path, only: set[str] | None = None,
-            warmup: bool = True) -> dict[str, Any]:
-    """Writes `cases` phantom studies under `work` and times each runner on them (see the module doc).
+            warmup: bool = True, studies: Path | None = None, hr_spacing_mm: float | None = None) -> dict[str, Any]:
+    """Writes `cases` phantom studies under `work` (or copies the first `cases` of `studies`) and times each
+    runner on them (see the module doc).
 
     Args:
         only: the runners to time (default: all); warmup: one untimed run of each first.
+        studies: a folder of study folders (e.g. the real IBSI set) instead of phantoms.
+        hr_spacing_mm: the conversion's in-plane HR spacing (mm); None: the PET's spacing / scale.
     """
     import pydicom
 
@@ -111,16 +130,20 @@ def measure(cases: int, small: bool, repeats: int, work: Path, only: set[str] | 
 
     pcfg = PhantomConfig(fov_mm=128.0, pet_slices=6) if small else PhantomConfig()
     root, root2 = work / "dicom", work / "dicom_2"
-    write_phantom_studies(root, cases, seed=0, cfg=pcfg)
+    if studies is None:
+        write_phantom_studies(root, cases, seed=0, cfg=pcfg)
+        source = {"phantom": {"fov_mm": pcfg.fov_mm, "pet_slices": pcfg.pet_slices}}
+    else:
+        source = {"studies": str(studies), "studies_copied": len(_copy_studies(studies, root, cases))}
     for d in sorted(p for p in root.iterdir() if p.is_dir())[:2]:  # the first two studies: the overhead runs
         shutil.copytree(d, root2 / d.name)
-    cfg = cv.ConvertConfig(scale=2)
-    files = sorted(str(f) for f in root.rglob("*.dcm"))
-    res: dict[str, Any] = {"cases": cases, "files": len(files),
-                           "phantom": {"fov_mm": pcfg.fov_mm, "pet_slices": pcfg.pet_slices},
-                           "cores": os.cpu_count(), "repeats": repeats, "load_before": list(os.getloadavg())}
+    cfg = cv.ConvertConfig(scale=2, hr_spacing_mm=hr_spacing_mm)
     specs = cv.discover_studies(root, log=_quiet)  # page cache warm for every runner
+    files = sorted(f for s in specs for src in (s.ct, s.pet, s.truth) if src for f in src)  # image files only
+    res: dict[str, Any] = {"cases": cases, "files": len(files), **source, "hr_spacing_mm": hr_spacing_mm,
+                           "cores": os.cpu_count(), "repeats": repeats, "load_before": list(os.getloadavg())}
     runs = {k: v for k, v in _runners(work, cfg).items() if only is None or k in only}
+    assert len(specs) == cases, f"{len(specs)} studies found in {root}, expected {cases}"
     for _, run in runs.values() if warmup else ():  # imports of the driver process (Beam), the page cache
         run(root2)
     scans, per_study, decodes, startups = [], [], [], []
@@ -181,10 +204,15 @@ def measure(cases: int, small: bool, repeats: int, work: Path, only: set[str] | 
     return res
 
 
+def _what(res: dict[str, Any]) -> str:
+    if "phantom" in res:
+        return f"phantom studies (fov {res['phantom']['fov_mm']} mm, {res['phantom']['pet_slices']} PET slices)"
+    return f"studies from {res['studies']} (HR spacing {res['hr_spacing_mm']} mm)"
+
+
 def table(res: dict[str, Any]) -> str:
     lines = ["studies/s end to end (the workers scan the headers); overhead: what more workers do not shrink",
-             f"{res['cases']} phantom studies ({res['files']} DICOM files, fov {res['phantom']['fov_mm']} mm,"
-             f" {res['phantom']['pet_slices']} PET slices); {res['cores']} cores,"
+             f"{res['cases']} {_what(res)} ({res['files']} DICOM image files); {res['cores']} cores,"
              f" load {[round(x, 1) for x in res['load_before']]} -> {[round(x, 1) for x in res['load_after']]}",
              f"plain decode (1 process) {res['decode_s']:.2f} s; header scan (serial) {res['scan_s']:.2f} s;"
              f" compute (prepare_study, serial) {res['compute_s']:.2f} s = {res['compute_per_study_s']:.2f} s/study;"
@@ -216,6 +244,10 @@ def define_flags(fv) -> None:
     flags.DEFINE_boolean("small", False, "Small phantoms (fov 128 mm, 6 PET slices): a quick check.", **d)
     flags.DEFINE_integer("repeats", 2, "Alternating rounds of the runs (the best of each is kept).", **d)
     flags.DEFINE_string("out", None, "JSON file to write.", **d)
+    flags.DEFINE_string("studies", None, "A folder of study folders (e.g. ../shared/data/real/ibsi_sts) whose first "
+                        "--cases studies are timed instead of phantoms.", **d)
+    flags.DEFINE_float("hr_spacing_mm", None, "In-plane HR spacing of the conversion (mm); default the PET's / 2.",
+                       **d)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,7 +268,8 @@ def prep_scale(a) -> int:
     """Measures and prints the table (and writes a.out); returns the exit status."""
     work = Path(tempfile.mkdtemp(prefix="ctpet_prep_scale_"))
     try:
-        res = measure(a.cases, a.small, a.repeats, work)
+        res = measure(a.cases, a.small, a.repeats, work, studies=Path(a.studies) if a.studies else None,
+                      hr_spacing_mm=a.hr_spacing_mm)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(table(res))

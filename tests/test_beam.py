@@ -126,6 +126,28 @@ def test_prep_scale_bench_times_runners_that_write_the_same_set(tmp_path):
     assert "beam_in_memory_over_local_1" in prep_scale.table(res)
 
 
+def test_prep_scale_bench_on_given_studies_passes_the_spacing_to_every_runner(tmp_path):
+    """--studies: the first --cases study folders are copied and timed; --hr_spacing_mm reaches the in-process and
+    the CLI runner (both manifests say it); too few studies is a clear error."""
+    from bench import prep_scale
+    from ctpet_srgan.manifest import Manifest
+    from data_prep.phantom import PhantomConfig, write_phantom_studies
+
+    src = tmp_path / "src"
+    write_phantom_studies(src, 3, seed=1, cfg=PhantomConfig(fov_mm=128.0, pet_slices=6))
+    work = tmp_path / "work"
+    work.mkdir()
+    res = prep_scale.measure(2, small=True, repeats=1, work=work, only={"local_1", "cli_local_1"}, warmup=False,
+                             studies=src, hr_spacing_mm=3.0)
+    assert res["same_manifest"] is True and res["studies_copied"] == 2 and "phantom" not in res
+    assert sorted(p.name for p in (work / "dicom").iterdir()) == ["case_000", "case_001"]
+    for name in ("local_1", "cli_local_1"):
+        assert Manifest.load(work / name).hr_spacing_mm[:2] == (3.0, 3.0)
+    assert f"studies from {src} (HR spacing 3.0 mm)" in prep_scale.table(res)
+    with pytest.raises(ValueError, match="3 study folders, fewer than --cases=4"):
+        prep_scale.measure(4, small=True, repeats=1, work=tmp_path / "w2", studies=src)
+
+
 @needs_beam
 def test_workers_scan_a_tree_and_a_killed_run_resumes_without_preparing_again(studies, local, tmp_path,
                                                                               monkeypatch):

@@ -758,8 +758,8 @@ def _convert_specs(specs: Sequence[StudySpec], out: Path, cfg: ConvertConfig, po
                 log(f"study {s.key}: done")
             except Exception as e:  # noqa: BLE001 - reported below, other studies are kept
                 failed(s, e)
-    else:
-        futs = {pool.submit(_prepare_and_save, s, cfg, work): s for s in todo}
+    else:  # largest studies first (longest-processing-time order), so the workers finish together
+        futs = {pool.submit(_prepare_and_save, s, cfg, work): s for s in sorted(todo, key=study_bytes, reverse=True)}
         for fut in cf.as_completed(futs):
             s = futs[fut]
             try:
@@ -776,6 +776,20 @@ def _convert_specs(specs: Sequence[StudySpec], out: Path, cfg: ConvertConfig, po
     bad = {x["study"] for x in skipped}
     return _finish(out, sorted(k for k in keys if k not in bad), cfg, compression, shard_size, val_fraction,
                    test_fraction, log, split_seed=split_seed, skipped=sorted(skipped, key=lambda x: x["study"]))
+
+
+def study_bytes(spec: StudySpec) -> int:
+    """Bytes of a study's image files (CT, PET, truth): the pool's estimate of its preparation time (decoding
+    dominates it, and compressed CT costs by its bytes). A file that cannot be stat'ed counts 0 (its preparation
+    reports it)."""
+    total = 0
+    for src in (spec.ct, spec.pet, spec.truth):
+        for f in (src if isinstance(src, (tuple, list)) else [src] if src else []):
+            try:
+                total += os.path.getsize(f)
+            except OSError:
+                pass
+    return total
 
 
 def _clear(out: Path) -> None:

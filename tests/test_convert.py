@@ -206,6 +206,41 @@ def test_workers_and_gzip_give_the_same_records(prepared, tmp_path):
     assert info["with_truth"] == 3 and info["lesion_free_studies"] == 1
 
 
+def test_the_pool_gets_the_largest_studies_first(prepared, tmp_path, monkeypatch):
+    """Longest-processing-time order: the pool is handed studies by their image bytes, largest first (so two
+    workers finish together); the set written does not depend on it."""
+    import concurrent.futures as cf
+
+    out, m, specs = prepared
+    sizes = {s.key: cv.study_bytes(s) for s in specs}
+    assert sizes[specs[0].key] == sum(Path(f).stat().st_size for f in specs[0].ct + specs[0].pet + specs[0].truth)
+    assert max(sizes.values()) > sizes[specs[0].key]  # the NEMA phantom is larger: the order must change
+    order = []
+
+    class InlinePool:  # runs each task when submitted, in the order given
+        def __init__(self, *a, **k):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, fn, spec, *args):
+            order.append(spec.key)
+            fut = cf.Future()
+            fut.set_result(fn(spec, *args))
+            return fut
+
+    monkeypatch.setattr(cv.cf, "ProcessPoolExecutor", InlinePool)
+    m2 = cv.convert(specs, tmp_path / "lpt", cv.ConvertConfig(scale=2, seed=1), workers=2, shard_size=5,
+                    log=lambda s: None)
+    assert order == sorted(sizes, key=sizes.get, reverse=True) and order != [s.key for s in specs]
+    assert m2 == m
+    assert cv.study_bytes(cv.StudySpec(key="x", ct=("/nonexistent/a.dcm",), pet="/nonexistent/p.nii")) == 0
+
+
 def test_splits_are_by_study_and_deterministic():
     keys = [f"{i:016x}" for i in range(10)]
     s = cv.assign_splits(keys)

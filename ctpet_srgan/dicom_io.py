@@ -531,7 +531,8 @@ def scan_dicom_tree(root: str | os.PathLike, *, on_error: str = "skip", map_fn=m
     """Finds every DICOM series under `root` (headers only) for pairing CT with PET.
 
     Returns one dict per series: files (sorted paths as str), n_files, modality, study_uid,
-    frame_of_reference_uid, series_uid, series_description, series_number. Unreadable files are skipped
+    frame_of_reference_uid, series_uid, series_description, series_number; an RTSTRUCT series also has
+    referenced_series {file: the SeriesInstanceUIDs it references}. Unreadable files are skipped
     with a warning (on_error="skip") or raise InputError (on_error="raise"). `map_fn` (e.g. a process pool's
     map) scans the folders of `dicom_folders(root)`, each with `scan_dicom_folder`; the result does not depend on it.
     """
@@ -590,7 +591,21 @@ def scan_dicom_folder(folder: tuple[str, Sequence[str]], *, on_error: str = "ski
             continue
         series[key] = s
         s["files"].append(str(p))
+        if s["modality"] == "RTSTRUCT":  # read here, in the worker, for pairing (convert._pick_rtstruct)
+            s.setdefault("referenced_series", {})[str(p)] = rtstruct_referenced_series(p)
     return list(series.values()), n_derived
+
+
+def rtstruct_referenced_series(path: str | os.PathLike) -> list[str]:
+    """SeriesInstanceUIDs (sorted) that an RTSTRUCT's ReferencedFrameOfReferenceSequence names; empty when the
+    file or the sequence is unreadable (the rasteriser reports a bad file when the file is used)."""
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        return sorted({str(se.get("SeriesInstanceUID", "")) for fr in ds.get("ReferencedFrameOfReferenceSequence", [])
+                       for st in fr.get("RTReferencedStudySequence", [])
+                       for se in st.get("RTReferencedSeriesSequence", [])})
+    except Exception:  # noqa: BLE001 - pydicom raises many types for a bad file
+        return []
 
 
 def merge_series(parts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -600,8 +615,12 @@ def merge_series(parts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     for s in parts:
         if s["series_uid"] in series:
             series[s["series_uid"]]["files"].extend(s["files"])
+            if "referenced_series" in s:
+                series[s["series_uid"]].setdefault("referenced_series", {}).update(s["referenced_series"])
         else:
             series[s["series_uid"]] = {**s, "files": list(s["files"])}
+            if "referenced_series" in s:
+                series[s["series_uid"]]["referenced_series"] = dict(s["referenced_series"])
     out = []
     for s in series.values():
         s["files"].sort()

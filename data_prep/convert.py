@@ -399,18 +399,6 @@ def single_study(ct: PathLike, pet: PathLike, truth: PathLike | None = None,
     )
 
 
-def _referenced_series(path: str) -> set[str]:
-    """SeriesInstanceUIDs an RTSTRUCT's ReferencedFrameOfReferenceSequence names (empty when unreadable)."""
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception:  # noqa: BLE001 - the rasteriser reports a bad file properly when it is used
-        return set()
-    return {str(se.get("SeriesInstanceUID", "")) for fr in ds.get("ReferencedFrameOfReferenceSequence", [])
-            for st in fr.get("RTReferencedStudySequence", []) for se in st.get("RTReferencedSeriesSequence", [])}
-
-
 def _pick_rtstruct(rts: list[dict[str, Any]], pet: dict[str, Any], ct: dict[str, Any]) -> str | None:
     """The study's RTSTRUCT for the tumour mask: one drawn on the PET series, else on the CT, else any in the PET's
     frame of reference (ties: the first file in path order)."""
@@ -418,7 +406,12 @@ def _pick_rtstruct(rts: list[dict[str, Any]], pet: dict[str, Any], ct: dict[str,
                    for f in r["files"])
     if not files:
         return None
-    refs = {f: _referenced_series(f) for f in files}
+    from ctpet_srgan.dicom_io import rtstruct_referenced_series
+
+    refs = {}
+    for r in rts:  # read by the scan (in the workers); a series dict made otherwise is read here
+        known = r.get("referenced_series", {})
+        refs.update({f: set(known[f]) if f in known else set(rtstruct_referenced_series(f)) for f in r["files"]})
     return min(files, key=lambda f: (pet["series_uid"] not in refs[f], ct["series_uid"] not in refs[f], f))
 
 

@@ -508,6 +508,26 @@ def test_two_real_ibsi_studies_convert_with_their_tumour_masks(tmp_path):
         assert b"STS" not in e["study"]
 
 
+def test_the_scan_reads_rtstruct_references_so_the_driver_pairs_without_reading(tmp_path, monkeypatch):
+    """An IBSI study has an RTSTRUCT drawn on the PET and one on the CT: the workers' scan records which series
+    each references, and pairing picks the PET's from that alone (no file read on the driver)."""
+    from ctpet_srgan import dicom_io
+
+    root = _copy_real(tmp_path, ["STS_001"])
+    series = dicom_io.scan_dicom_tree(root)
+    rts = [s for s in series if s["modality"] == "RTSTRUCT"]
+    pet = next(s for s in series if s["modality"] == "PT")
+    assert len(rts) == 2 and all(len(r["referenced_series"]) == 1 for r in rts)
+    refs = {Path(f).parts[-3]: uids for r in rts for f, uids in r["referenced_series"].items()}
+    assert refs["PET"] == [pet["series_uid"]] and refs["CT"] != refs["PET"]
+
+    def no_reads(path):
+        raise AssertionError(f"the driver read {path}")
+    monkeypatch.setattr(dicom_io, "rtstruct_referenced_series", no_reads)
+    spec = cv.pair_study(series, root, log=lambda s: None)
+    assert spec.rtstruct.endswith("PET/mask/RS.dcm")
+
+
 def test_a_fine_ct_is_low_passed_before_it_is_resampled_onto_the_coarser_hr_grid(tmp_path):
     """CT columns alternating +-500 HU every 1 mm, HR grid at 2 mm with its voxel centres on CT voxel centres:
     plain resampling would keep one phase (all +500 or all -500 HU); the anti-aliasing Gaussian to the HR voxel

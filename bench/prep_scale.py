@@ -142,7 +142,10 @@ def measure(cases: int, small: bool, repeats: int, work: Path, only: set[str] | 
     files = sorted(f for s in specs for src in (s.ct, s.pet, s.truth) if src for f in src)  # image files only
     res: dict[str, Any] = {"cases": cases, "files": len(files), **source, "hr_spacing_mm": hr_spacing_mm,
                            "cores": os.cpu_count(), "repeats": repeats, "load_before": list(os.getloadavg())}
-    runs = {k: v for k, v in _runners(work, cfg).items() if only is None or k in only}
+    every = _runners(work, cfg)
+    if only is not None and set(only) - set(every):
+        raise ValueError(f"unknown runners {sorted(set(only) - set(every))}; known: {', '.join(every)}")
+    runs = {k: v for k, v in every.items() if only is None or k in only}
     assert len(specs) == cases, f"{len(specs)} studies found in {root}, expected {cases}"
     for _, run in runs.values() if warmup else ():  # imports of the driver process (Beam), the page cache
         run(root2)
@@ -246,6 +249,7 @@ def define_flags(fv) -> None:
     flags.DEFINE_string("out", None, "JSON file to write.", **d)
     flags.DEFINE_string("studies", None, "A folder of study folders (e.g. ../shared/data/real/ibsi_sts) whose first "
                         "--cases studies are timed instead of phantoms.", **d)
+    flags.DEFINE_list("runners", None, "Only these runners (e.g. cli_local_1,cli_local_2; default all).", **d)
     flags.DEFINE_float("hr_spacing_mm", None, "In-plane HR spacing of the conversion (mm); default the PET's / 2.",
                        **d)
 
@@ -269,7 +273,7 @@ def prep_scale(a) -> int:
     work = Path(tempfile.mkdtemp(prefix="ctpet_prep_scale_"))
     try:
         res = measure(a.cases, a.small, a.repeats, work, studies=Path(a.studies) if a.studies else None,
-                      hr_spacing_mm=a.hr_spacing_mm)
+                      hr_spacing_mm=a.hr_spacing_mm, only=set(a.runners) if a.runners else None)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(table(res))

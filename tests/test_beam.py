@@ -144,6 +144,8 @@ def test_prep_scale_bench_on_given_studies_passes_the_spacing_to_every_runner(tm
     for name in ("local_1", "cli_local_1"):
         assert Manifest.load(work / name).hr_spacing_mm[:2] == (3.0, 3.0)
     assert f"studies from {src} (HR spacing 3.0 mm)" in prep_scale.table(res)
+    with pytest.raises(ValueError, match=r"unknown runners \['cli_local_3'\]; known: local_1, local_2"):
+        prep_scale.measure(2, small=True, repeats=1, work=tmp_path / "w3", studies=src, only={"cli_local_3"})
     with pytest.raises(ValueError, match="3 study folders, fewer than --cases=4"):
         prep_scale.measure(4, small=True, repeats=1, work=tmp_path / "w2", studies=src)
 

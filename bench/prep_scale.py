@@ -1,6 +1,8 @@
-"""`python bench/prep_scale.py [--cases 8] [--small] [--out FILE]`: preparation at scale, side by side in one run.
+"""`python bench/prep_scale.py [--cases 8] [--small] [--studies DIR --hr_spacing_mm MM] [--runners A,B] [--out FILE]`:
+preparation at scale, side by side in one run.
 
-Studies per second of `python -m data_prep convert --studies ROOT` on the same phantom studies with the local process
+Studies per second of `python -m data_prep convert --studies ROOT` on the same studies (phantoms, or the first
+--cases study folders of --studies, e.g. the real IBSI set) with the local process
 pool and the Beam DirectRunner (multi-process mode), each with 1 and 2 workers, and the 1 -> 2 worker scaling, as
 ratios. Every rate is end to end: the driver lists the folders, the workers scan the DICOM headers and prepare the
 studies (`convert.StudyTree`), the shards and the manifest are written. `cli_*` runs are the same command as a child
@@ -9,6 +11,8 @@ process (what a user times: interpreter, imports and worker start-up included). 
   scan      discover_studies alone, serial in this process (the header scan the workers now share);
   compute   prepare_study of every study in this process, serial (the work that parallelises);
   startup   a spawned worker process importing what prepare_study needs (pydicom, SimpleITK, OpenCV);
+  parallel  up to 4 studies prepared in one process alone, then in two at once: the per-worker efficiency of two
+            processes on this machine, the bound of any 2-worker scaling before start-up costs;
   overhead  the same runner on TWO studies minus their scan + compute / workers: what does not shrink with more
             workers (worker start-up and imports, pipeline set-up, shard writing); the machine's load inflates it too.
 Levers beside the main runs: local_2_driver_scan (the header scan on the driver before the pool, as before issue 14),
@@ -113,6 +117,40 @@ def _copy_studies(src: Path, dst: Path, cases: int) -> list[str]:
     return names
 
 
+_COMPUTE_CHILD = """
+import sys, time
+from data_prep import convert as cv
+specs = cv.discover_studies(sys.argv[1], log=lambda m: None)[:int(sys.argv[2])]
+cfg = cv.ConvertConfig(scale=2, hr_spacing_mm=float(sys.argv[3]) if sys.argv[3] != "None" else None)
+cv.prepare_study(specs[0], cfg)  # imports and caches
+print("ready", flush=True)
+sys.stdin.readline()  # both children start together
+t = time.perf_counter()
+for s in specs:
+    cv.prepare_study(s, cfg)
+print(time.perf_counter() - t)
+"""
+
+
+def parallel_efficiency(root: Path, n: int, hr_spacing_mm: float | None) -> dict[str, float]:
+    """The same serial preparation of `n` studies in one process alone, then in two processes at once: the time
+    alone over the time together is what two workers can give per worker on this machine at best (shared caches,
+    memory bandwidth, clock), before any start-up or scheduling cost."""
+    def children(k: int) -> list[float]:
+        procs = [subprocess.Popen([sys.executable, "-c", _COMPUTE_CHILD, str(root), str(n), str(hr_spacing_mm)],
+                                  cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  text=True) for _ in range(k)]
+        for pr in procs:
+            assert pr.stdout.readline().strip() == "ready", "the preparation child failed"
+        for pr in procs:
+            pr.stdin.write("go\n")
+            pr.stdin.flush()
+        return [float(pr.communicate()[0].strip().splitlines()[-1]) for pr in procs]
+    alone = children(1)[0]
+    together = max(children(2))
+    return {"alone_s": alone, "together_s": together, "efficiency": alone / together}
+
+
 def measure(cases: int, small: bool, repeats: int, work: Path, only: set[str] | None = None,
             warmup: bool = True, studies: Path | None = None, hr_spacing_mm: float | None = None) -> dict[str, Any]:
     """Writes `cases` phantom studies under `work` (or copies the first `cases` of `studies`) and times each
@@ -177,6 +215,7 @@ def measure(cases: int, small: bool, repeats: int, work: Path, only: set[str] | 
     per_study = min(per_study, key=sum)
     res["decode_s"], res["scan_s"], res["compute_s"] = min(decodes), min(scans), sum(per_study)
     res["startup_s"] = min(startups)
+    res["parallel"] = parallel_efficiency(root, min(cases, 4), hr_spacing_mm)
     res["compute_per_study_s"] = res["compute_s"] / len(specs)
     scan2 = res["scan_s"] * 2 / len(specs)
     from ctpet_srgan.manifest import Manifest
@@ -214,12 +253,16 @@ def _what(res: dict[str, Any]) -> str:
 
 
 def table(res: dict[str, Any]) -> str:
+    par = res["parallel"]
     lines = ["studies/s end to end (the workers scan the headers); overhead: what more workers do not shrink",
              f"{res['cases']} {_what(res)} ({res['files']} DICOM image files); {res['cores']} cores,"
              f" load {[round(x, 1) for x in res['load_before']]} -> {[round(x, 1) for x in res['load_after']]}",
              f"plain decode (1 process) {res['decode_s']:.2f} s; header scan (serial) {res['scan_s']:.2f} s;"
              f" compute (prepare_study, serial) {res['compute_s']:.2f} s = {res['compute_per_study_s']:.2f} s/study;"
              f" worker start-up {res['startup_s']:.2f} s",
+             f"parallel efficiency: {min(res['cases'], 4)} studies prepared alone {par['alone_s']:.2f} s,"
+             f" in two processes at once {par['together_s']:.2f} s each: {par['efficiency']:.2f}"
+             f" (so 2 workers give at most {2 * par['efficiency']:.2f}x, before any start-up)",
              f"{'runner':20} {'workers':>7} {'seconds':>8} {'studies/s':>10} {'overhead s':>11}"]
     for name, v in res["runs"].items():
         lines.append(f"{name:20} {v['workers']:7d} {v['seconds']:8.2f} {v['studies_per_s']:10.3f}"

@@ -121,6 +121,9 @@ def test_prep_scale_bench_times_runners_that_write_the_same_set(tmp_path):
     assert res["same_manifest"] is True  # the local pool, the CLI and Beam wrote the same set
     assert set(res["runs"]) == {"local_1", "beam_in_memory", "cli_local_2"}
     assert res["scan_s"] > 0 and res["compute_s"] > 0 and res["decode_s"] > 0 and res["startup_s"] > 0
+    par = res["parallel"]
+    assert par["alone_s"] > 0 and par["efficiency"] == pytest.approx(par["alone_s"] / par["together_s"])
+    assert 0.2 < par["efficiency"] < 1.5 and "parallel efficiency: 2 studies prepared alone" in prep_scale.table(res)
     assert all(v["studies_per_s"] > 0 and v["overhead_s"] >= 0 for v in res["runs"].values())
     assert set(res["ratios"]) == {"beam_in_memory_over_local_1", "local_1_over_decode_1", "cli_local_2_over_decode_1"}
     assert "beam_in_memory_over_local_1" in prep_scale.table(res)

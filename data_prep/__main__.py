@@ -143,7 +143,8 @@ def _convert(a, beam_args: Sequence[str] = ()) -> int:
                         no_truth_fwhm_mm=a.no_truth_fwhm_mm, counts_per_suv=a.counts_per_suv, seed=a.seed,
                         allow_unregistered=a.allow_unregistered, nifti_pet_units=a.nifti_pet_units,
                         roi_pattern=a.roi_pattern)
-    if a.studies and a.hr_spacing_mm != "median_pet":  # the workers scan the headers (convert / convert_beam)
+    median_in_convert = a.hr_spacing_mm == "median_pet" and a.runner == "local"  # after the workers' scan
+    if a.studies and (a.hr_spacing_mm != "median_pet" or median_in_convert):  # the workers scan the headers
         from data_prep.convert import StudyTree
 
         specs = StudyTree(a.studies, allow_unregistered=a.allow_unregistered)
@@ -155,8 +156,8 @@ def _convert(a, beam_args: Sequence[str] = ()) -> int:
             raise InputError(a.studies, "no study with both a CT and a PET series was found")
     else:
         specs = [single_study(a.ct, a.pet, a.pet_truth, a.lesions, a.rtstruct)]
-    hr = a.hr_spacing_mm
-    if hr == "median_pet":
+    hr = None if median_in_convert else a.hr_spacing_mm
+    if hr == "median_pet":  # Beam, or single files: known before the pipeline starts
         from data_prep.convert import median_pet_spacing
 
         hr = median_pet_spacing(specs)
@@ -165,7 +166,7 @@ def _convert(a, beam_args: Sequence[str] = ()) -> int:
     kw = dict(workers=a.workers, shard_size=a.shard_size, compression=a.compression, val_fraction=a.val_fraction,
               test_fraction=a.test_fraction, split_seed=a.split_seed, strict=a.strict, overwrite=a.overwrite)
     if a.runner == "local":
-        convert(specs, a.out, cfg, **kw)
+        convert(specs, a.out, cfg, median_pet=median_in_convert, **kw)
     else:
         from data_prep.beam_pipeline import convert_beam
 

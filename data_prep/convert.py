@@ -686,9 +686,13 @@ def convert(
     split_seed: int | None = None,
     strict: bool = False,
     overwrite: bool = False,
+    median_pet: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Prepares `specs` into OUT_DIR (resumable; manifest.json last) and returns the manifest.
+
+    `median_pet`: the HR in-plane spacing is the median PET in-plane spacing of the studies found
+    (`median_pet_spacing`, after the workers' scan; cfg.hr_spacing_mm is ignored).
 
     `specs` may be a StudyTree: then the worker processes scan its DICOM headers (discover_studies with the pool's
     map), the driver pairs the series, and the same pool prepares the studies; the set equals that of
@@ -720,6 +724,10 @@ def convert(
                                      map_fn=_pool_map(pool, workers) if pool else map)
             if not specs:
                 raise tree.nothing_found()
+        if median_pet:
+            cfg = dataclasses.replace(cfg, hr_spacing_mm=median_pet_spacing(specs))
+            log(f"HR in-plane spacing: {cfg.hr_spacing_mm:g} mm, the median PET in-plane spacing of {len(specs)}"
+                " studies")
         return _convert_specs(specs, out, cfg, pool, compression=compression, shard_size=shard_size,
                               val_fraction=val_fraction, test_fraction=test_fraction, split_seed=split_seed,
                               strict=strict, log=log)

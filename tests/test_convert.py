@@ -470,6 +470,21 @@ def test_median_pet_spacing_reads_headers(phantoms):
     assert cv.median_pet_spacing(specs) == pytest.approx(4.0)
 
 
+def test_median_pet_spacing_after_the_workers_scan_equals_the_driver_scan(phantoms, tmp_path):
+    """convert(StudyTree, median_pet=True) (the CLI's local runner: the workers scan, then the median is taken) writes
+    the set that the driver-side scan with the same median spacing writes."""
+    said = []
+    a = cv.convert(cv.StudyTree(str(phantoms)), tmp_path / "a", cv.ConvertConfig(scale=2, seed=1), workers=2,
+                   shard_size=5, median_pet=True, log=said.append)
+    specs = cv.discover_studies(phantoms, log=lambda s: None)
+    b = cv.convert(specs, tmp_path / "b", cv.ConvertConfig(scale=2, seed=1, hr_spacing_mm=cv.median_pet_spacing(specs)),
+                   shard_size=5, log=lambda s: None)
+    assert a == b and a["hr_spacing_mm"][:2] == [4.0, 4.0]
+    assert "HR in-plane spacing: 4 mm, the median PET in-plane spacing of 3 studies" in said
+    for sh in (tmp_path / "a").glob("*.tfrecord"):
+        assert sh.read_bytes() == (tmp_path / "b" / sh.name).read_bytes()
+
+
 def _copy_real(tmp_path, names):
     root = tmp_path / "real"
     for n in names:

@@ -233,6 +233,11 @@ def test_inside_equals_the_per_point_rule_on_edges_vertices_and_chunks(monkeypat
     np.testing.assert_array_equal(rs.inside(poly, px.reshape(2, -1), py.reshape(2, -1)), want.reshape(2, -1))
     monkeypatch.setattr(rs, "_PAIRS_PER_CHUNK", 3 * len(px))  # the chunked path: three edges per chunk
     np.testing.assert_array_equal(rs.inside(poly, px, py), want)
+    sq = np.array([[2.0, 2.0], [8.0, 2.0], [8.0, 8.0], [2.0, 8.0]])  # grid points on all four edges
+    np.testing.assert_array_equal(rs.inside(sq, px, py), [_reference_inside(sq, x, y) for x, y in zip(px, py)])
+    # half-open: the bottom and left edges are inside, the top and right ones outside
+    assert rs.inside(sq, np.array([5.0, 2.0, 5.0, 8.0]), np.array([2.0, 5.0, 8.0, 5.0])).tolist() == [
+        True, True, False, False]
 
 
 def test_contour_data_parsed_from_raw_bytes_equals_pydicom(tmp_path):

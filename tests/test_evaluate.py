@@ -4,19 +4,11 @@ errors."""
 import json
 
 import numpy as np
-import pytest
-from _evaluation_sets import NSL, SCALE, SP, write_phantom_set
+from _evaluation_sets import NSL, SCALE, SP
 
 import evaluate
 from ctpet_srgan.atomic import write_json_atomic
 from ctpet_srgan.normalization import DEFAULT
-
-
-@pytest.fixture(scope="module")
-def phantom_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("phantom")
-    write_phantom_set(d)
-    return d
 
 
 def _save_tiny_model(run_dir, ct_mode):

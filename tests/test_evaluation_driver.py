@@ -5,16 +5,9 @@ import json
 import math
 
 import pytest
-from _evaluation_sets import NSL, OFFSET_HU, OFFSET_SUV, Oracle, write_phantom_set
+from _evaluation_sets import NSL, OFFSET_HU, OFFSET_SUV, Oracle
 
 from ctpet_srgan import evaluation
-
-
-@pytest.fixture(scope="module")
-def phantom_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("phantom")
-    write_phantom_set(d)
-    return d
 
 
 def test_exact_numbers_with_an_oracle_model(phantom_dir, tmp_path):

@@ -3,19 +3,11 @@ answers, and the section on a guided set."""
 
 import numpy as np
 import pytest
-from _evaluation_sets import Oracle, write_phantom_set
+from _evaluation_sets import Oracle
 
 from ctpet_srgan import evaluation, records
 from ctpet_srgan.atomic import write_json_atomic
 from ctpet_srgan.geometry import axial_affine
-
-
-@pytest.fixture(scope="module")
-def phantom_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("phantom")
-    write_phantom_set(d)
-    return d
-
 
 G_N, G_K, G_SP, G_DZ = 64, 6, 2.0, 4.0  # 64x64 px of 2 mm, 6 slices 4 mm apart
 G_LESION = dict(center_mm=[-20.0, -10.0, 4.0], diameter_mm=8.0, uptake_ratio=4.0, has_ct_correlate=False)

@@ -3,16 +3,9 @@
 import math
 
 import pytest
-from _evaluation_sets import SCALE, TUM_R, TUM_UPTAKE, CtAware, Oracle, write_phantom_set, write_tumour_set
+from _evaluation_sets import SCALE, TUM_R, TUM_UPTAKE, CtAware, Oracle, write_tumour_set
 
 from ctpet_srgan import evaluation
-
-
-@pytest.fixture(scope="module")
-def phantom_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("phantom")
-    write_phantom_set(d)
-    return d
 
 
 def test_tumour_quantification_ablation_and_targets(tmp_path):

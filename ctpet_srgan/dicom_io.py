@@ -613,14 +613,10 @@ def merge_series(parts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     fields, all files sorted; returns them sorted by (study, modality, series number, first file)."""
     series: dict[str, dict[str, Any]] = {}
     for s in parts:
-        if s["series_uid"] in series:
-            series[s["series_uid"]]["files"].extend(s["files"])
-            if "referenced_series" in s:
-                series[s["series_uid"]].setdefault("referenced_series", {}).update(s["referenced_series"])
-        else:
-            series[s["series_uid"]] = {**s, "files": list(s["files"])}
-            if "referenced_series" in s:
-                series[s["series_uid"]]["referenced_series"] = dict(s["referenced_series"])
+        m = series.setdefault(s["series_uid"], {**s, "files": []})
+        m["files"].extend(s["files"])
+        if "referenced_series" in s:  # a new dict: the parts are left as they are
+            m["referenced_series"] = {**m.get("referenced_series", {}), **s["referenced_series"]}
     out = []
     for s in series.values():
         s["files"].sort()

@@ -156,13 +156,11 @@ def _convert(a, beam_args: Sequence[str] = ()) -> int:
             raise InputError(a.studies, "no study with both a CT and a PET series was found")
     else:
         specs = [single_study(a.ct, a.pet, a.pet_truth, a.lesions, a.rtstruct)]
-    hr = None if median_in_convert else a.hr_spacing_mm
-    if hr == "median_pet":  # Beam, or single files: known before the pipeline starts
-        from data_prep.convert import median_pet_spacing
+    cfg = dataclasses.replace(cfg, hr_spacing_mm=None if a.hr_spacing_mm == "median_pet" else a.hr_spacing_mm)
+    if a.hr_spacing_mm == "median_pet" and not median_in_convert:  # Beam: known before the pipeline starts
+        from data_prep.convert import with_median_pet_spacing
 
-        hr = median_pet_spacing(specs)
-        print(f"HR in-plane spacing: {hr:g} mm, the median PET in-plane spacing of {len(specs)} studies")
-    cfg = dataclasses.replace(cfg, hr_spacing_mm=hr)
+        cfg = with_median_pet_spacing(cfg, specs)
     kw = dict(workers=a.workers, shard_size=a.shard_size, compression=a.compression, val_fraction=a.val_fraction,
               test_fraction=a.test_fraction, split_seed=a.split_seed, strict=a.strict, overwrite=a.overwrite)
     if a.runner == "local":

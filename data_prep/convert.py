@@ -408,10 +408,8 @@ def _pick_rtstruct(rts: list[dict[str, Any]], pet: dict[str, Any], ct: dict[str,
         return None
     from ctpet_srgan.dicom_io import rtstruct_referenced_series
 
-    refs = {}
-    for r in rts:  # read by the scan (in the workers); a series dict made otherwise is read here
-        known = r.get("referenced_series", {})
-        refs.update({f: set(known[f]) if f in known else set(rtstruct_referenced_series(f)) for f in r["files"]})
+    known = {f: uids for r in rts for f, uids in r.get("referenced_series", {}).items()}  # read by the scan
+    refs = {f: set(known[f] if f in known else rtstruct_referenced_series(f)) for f in files}
     return min(files, key=lambda f: (pet["series_uid"] not in refs[f], ct["series_uid"] not in refs[f], f))
 
 
@@ -434,6 +432,14 @@ def median_pet_spacing(specs: Sequence[StudySpec]) -> float:
     if not vals:
         raise ValueError("median_pet_spacing: no studies")
     return float(np.median(vals))
+
+
+def with_median_pet_spacing(cfg: ConvertConfig, specs: Sequence[StudySpec],
+                            log: Callable[[str], None] = print) -> ConvertConfig:
+    """`cfg` with hr_spacing_mm the median PET in-plane spacing (mm) of `specs` (`median_pet_spacing`), logged."""
+    hr = median_pet_spacing(specs)
+    log(f"HR in-plane spacing: {hr:g} mm, the median PET in-plane spacing of {len(specs)} studies")
+    return dataclasses.replace(cfg, hr_spacing_mm=hr)
 
 
 def discover_studies(root: PathLike, *, allow_unregistered: bool = False,
@@ -725,9 +731,7 @@ def convert(
             if not specs:
                 raise tree.nothing_found()
         if median_pet:
-            cfg = dataclasses.replace(cfg, hr_spacing_mm=median_pet_spacing(specs))
-            log(f"HR in-plane spacing: {cfg.hr_spacing_mm:g} mm, the median PET in-plane spacing of {len(specs)}"
-                " studies")
+            cfg = with_median_pet_spacing(cfg, specs, log)
         return _convert_specs(specs, out, cfg, pool, compression=compression, shard_size=shard_size,
                               val_fraction=val_fraction, test_fraction=test_fraction, split_seed=split_seed,
                               strict=strict, log=log)
